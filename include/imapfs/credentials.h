@@ -1,0 +1,24 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/*
+ * Where the password comes from, in DESIGN.md's order: password_command,
+ * password_file (refused when group or others may read it), the
+ * IMAPFS_PASSWORD environment variable, or a prompt without echo when stdin
+ * is a terminal. Secrets are returned in memory the caller must release with
+ * imapfs_secret_free(), which wipes it. Nothing here logs a secret.
+ */
+#pragma once
+
+#include <glib.h>
+#include "imapfs/config.h"
+
+G_BEGIN_DECLS
+
+/* The password, without its line ending. NULL with IMAPFS_ERROR_CONFIG and
+ * a one-line reason (command failed or printed nothing, file unreadable or
+ * too open, no terminal to prompt on). Only the first line is used. */
+char *imapfs_credentials_password(const ImapfsConfig *cfg, GError **error);
+
+/* Wipes and frees a secret; NULL is fine. */
+void imapfs_secret_free(char *secret);
+
+G_END_DECLS

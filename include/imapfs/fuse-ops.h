@@ -1,0 +1,39 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/*
+ * The FUSE low-level operations: the only place that speaks errno.
+ *
+ * Every operation ends in exactly one fuse_reply_*(). Operations run on
+ * libfuse's worker threads and may block on the network (never while
+ * holding a lock of ours; the layers below guarantee that).
+ * The ImapfsFs is the session's userdata; it borrows the tree.
+ */
+#pragma once
+
+#include <fuse_lowlevel.h>
+#include <glib.h>
+#include <sys/types.h>
+
+#include "imapfs/tree.h"
+
+G_BEGIN_DECLS
+
+typedef struct ImapfsFs ImapfsFs;
+
+typedef struct {
+	uid_t uid;		/* owner shown for every file (-o uid=) */
+	gid_t gid;		/* -o gid= */
+	mode_t umask;		/* -o umask=, applied to 0555/0444 */
+} ImapfsFsOwner;
+
+ImapfsFs *imapfs_fs_new(ImapfsTree *tree, const ImapfsFsOwner *owner);
+void imapfs_fs_free(ImapfsFs *fs);
+
+/* The operations table; its userdata must be an ImapfsFs. */
+const struct fuse_lowlevel_ops *imapfs_fs_ops(void);
+
+/* The errno for an IMAPFS_ERROR (EIO for anything unexpected). */
+int imapfs_fs_errno(const GError *error);
+
+G_DEFINE_AUTOPTR_CLEANUP_FUNC(ImapfsFs, imapfs_fs_free)
+
+G_END_DECLS

@@ -1,0 +1,333 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/*
+ * imapfs: start-up. Parses the command line, checks the account (TLS,
+ * login, the mailbox) before mounting so that every configuration error is
+ * reported on the terminal, then mounts, daemonizes and serves.
+ */
+#include <fuse_lowlevel.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+#include "imapfs/block-cache.h"
+#include "imapfs/config.h"
+#include "imapfs/credentials.h"
+#include "imapfs/error.h"
+#include "imapfs/fuse-ops.h"
+#include "imapfs/log.h"
+#include "imapfs/pool.h"
+#include "imapfs/stream.h"
+#include "imapfs/tree.h"
+
+/* Memory for cached message blocks until the disk cache exists. */
+#define MEMORY_CACHE_BYTES (64 * 1024 * 1024)
+
+typedef struct {
+	ImapfsConfig *cfg;
+	char *url;
+	char *mountpoint;
+	gboolean foreground;
+	gboolean debug;
+	gboolean show_help;
+	gboolean show_version;
+	ImapfsFsOwner owner;
+	GError *error;		/* the first bad argument */
+} Args;
+
+enum { KEY_HELP, KEY_VERSION, KEY_FOREGROUND, KEY_DEBUG };
+
+static const struct fuse_opt option_spec[] = {
+	FUSE_OPT_KEY("-h", KEY_HELP),
+	FUSE_OPT_KEY("--help", KEY_HELP),
+	FUSE_OPT_KEY("-V", KEY_VERSION),
+	FUSE_OPT_KEY("--version", KEY_VERSION),
+	FUSE_OPT_KEY("-f", KEY_FOREGROUND),
+	FUSE_OPT_KEY("-d", KEY_DEBUG),
+	FUSE_OPT_KEY("debug", KEY_DEBUG),
+	FUSE_OPT_END,
+};
+
+static void usage(const char *prog)
+{
+	printf("usage: %s [-f] [-d] [-o OPT[,OPT...]] URL MOUNTPOINT\n"
+	       "\n"
+	       "Mounts an IMAP account: mailboxes as directories, messages as "
+	       "files.\n"
+	       "URL is imaps://[USER@]HOST[:PORT][/MAILBOX] or "
+	       "imap://... (STARTTLS).\n"
+	       "\n"
+	       "options:\n"
+	       "    -h, --help             print this help\n"
+	       "    -V, --version          print the version\n"
+	       "    -f                     stay in the foreground\n"
+	       "    -d                     trace the IMAP conversation "
+	       "(credentials redacted); implies -f\n"
+	       "    -o user=NAME           login name, if not in the URL\n"
+	       "    -o password_command=CMD  the first line CMD prints is "
+	       "the password\n"
+	       "    -o password_file=FILE  the first line of FILE (mode 0600)\n"
+	       "    -o auth=MECH           force PLAIN or LOGIN\n"
+	       "    -o cafile=FILE, -o capath=DIR  trust anchors for the "
+	       "server certificate\n"
+	       "    -o tls_insecure        do not verify the certificate\n"
+	       "    -o allow_plaintext     allow imap:// without STARTTLS\n"
+	       "    -o connections=N       IMAP connections to open at most "
+	       "(default 4)\n"
+	       "    -o timeout=SECONDS     longest wait for the server "
+	       "(default 60)\n"
+	       "    -o uid=N,gid=N,umask=M owner and mode shown for files\n"
+	       "    -o ro                  read-only mount\n"
+	       "\n"
+	       "Without password options the password comes from "
+	       "IMAPFS_PASSWORD or a prompt.\n"
+	       "See imapfs(1).\n\n"
+	       "FUSE options:\n",
+	       prog);
+	fuse_lowlevel_help();
+}
+
+/* uid=, gid= and umask= are handled by the high-level FUSE API only, so
+ * the low-level one needs us to do it. */
+static gboolean parse_owner_option(Args *a, const char *opt)
+{
+	unsigned long v;
+	char *end;
+
+	if (g_str_has_prefix(opt, "uid=")) {
+		v = strtoul(opt + 4, &end, 10);
+		a->owner.uid = v;
+	} else if (g_str_has_prefix(opt, "gid=")) {
+		v = strtoul(opt + 4, &end, 10);
+		a->owner.gid = v;
+	} else if (g_str_has_prefix(opt, "umask=")) {
+		v = strtoul(opt + 6, &end, 8);
+		a->owner.umask = v & 0777;
+	} else {
+		return FALSE;
+	}
+	if (*end != '\0' && a->error == NULL)
+		g_set_error(&a->error, IMAPFS_ERROR, IMAPFS_ERROR_CONFIG,
+			    "invalid value in option \"%s\"", opt);
+	return TRUE;
+}
+
+static int keep_positional(Args *a, const char *arg)
+{
+	if (a->url == NULL)
+		a->url = g_strdup(arg);
+	else if (a->mountpoint == NULL)
+		a->mountpoint = g_strdup(arg);
+	else if (a->error == NULL)
+		g_set_error(&a->error, IMAPFS_ERROR, IMAPFS_ERROR_CONFIG,
+			    "unexpected argument \"%s\"", arg);
+	return 0;
+}
+
+/* Sorts each argument: ours, the kernel's/libfuse's (kept), or an error.
+ * Returns 0 to drop it from the FUSE arguments, 1 to keep it. */
+static int option_proc(void *data, const char *arg, int key,
+		       struct fuse_args *outargs)
+{
+	Args *a = data;
+	GError *error = NULL;
+
+	switch (key) {
+	case KEY_HELP:
+		a->show_help = TRUE;
+		return 0;
+	case KEY_VERSION:
+		a->show_version = TRUE;
+		return 0;
+	case KEY_FOREGROUND:
+		a->foreground = TRUE;
+		return 0;
+	case KEY_DEBUG:
+		a->debug = a->foreground = TRUE;
+		return 1; /* libfuse traces its requests too */
+	case FUSE_OPT_KEY_NONOPT:
+		return keep_positional(a, arg);
+	case FUSE_OPT_KEY_OPT:
+		if (parse_owner_option(a, arg))
+			return 0;
+		switch (imapfs_config_parse_option(a->cfg, arg, &error)) {
+		case IMAPFS_OPTION_OURS:
+			/* "ro" also makes the kernel refuse writes. */
+			return g_strcmp0(arg, "ro") == 0;
+		case IMAPFS_OPTION_NOT_OURS:
+			return 1;
+		case IMAPFS_OPTION_INVALID:
+			if (a->error == NULL)
+				a->error = error;
+			else
+				g_error_free(error);
+			return 0;
+		}
+		return 1;
+	default:
+		return 1;
+	}
+}
+
+static int fail(const char *what, GError *error)
+{
+	fprintf(stderr, "imapfs: %s%s\n", what ? what : "",
+		error ? error->message : "");
+	g_clear_error(&error);
+	return 1;
+}
+
+/* Everything that can go wrong with the account, found before mounting. */
+static ImapfsPool *connect_account(ImapfsConfig *cfg, GError **error)
+{
+	char *password = imapfs_credentials_password(cfg, error);
+
+	if (password == NULL)
+		return NULL;
+	ImapfsTlsContext *tls = imapfs_tls_context_new(
+		cfg->cafile, cfg->capath, cfg->tls_insecure, error);
+	if (tls == NULL) {
+		imapfs_secret_free(password);
+		return NULL;
+	}
+	if (cfg->tls_insecure)
+		g_warning("the server certificate is not verified "
+			  "(tls_insecure): anyone on the path can read and "
+			  "change the mail and the password");
+	ImapfsPool *pool = imapfs_pool_new(cfg, tls, password);
+	if (!imapfs_pool_check(pool, error)) {
+		imapfs_pool_free(pool);
+		return NULL;
+	}
+	return pool;
+}
+
+static char *fsname_option(const ImapfsConfig *cfg)
+{
+	g_autofree char *who = imapfs_config_describe(cfg);
+	g_autoptr(GString) opt = g_string_new("-ofsname=imapfs#");
+
+	/* libfuse splits options at ',' and treats '\' as an escape. */
+	for (const char *p = who; *p; p++) {
+		if (*p == ',' || *p == '\\')
+			g_string_append_c(opt, '\\');
+		g_string_append_c(opt, *p);
+	}
+	g_string_append(opt, ",subtype=imapfs");
+	return g_string_free(g_steal_pointer(&opt), FALSE);
+}
+
+static int serve(struct fuse_args *fargs, Args *a, ImapfsTree *tree)
+{
+	g_autoptr(ImapfsFs) fs = imapfs_fs_new(tree, &a->owner);
+	struct fuse_session *se;
+	int ret = 1;
+
+	se = fuse_session_new(fargs, imapfs_fs_ops(),
+			      sizeof(struct fuse_lowlevel_ops), fs);
+	if (se == NULL)
+		return 1; /* libfuse said why */
+	if (fuse_set_signal_handlers(se) != 0)
+		goto out_destroy;
+	if (fuse_session_mount(se, a->mountpoint) != 0)
+		goto out_handlers;
+	if (fuse_daemonize(a->foreground) != 0)
+		goto out_unmount;
+	if (!a->foreground)
+		imapfs_log_use_syslog();
+	struct fuse_loop_config loop = { .clone_fd = 0,
+					 .max_idle_threads = 10 };
+	ret = fuse_session_loop_mt(se, &loop) != 0;
+out_unmount:
+	fuse_session_unmount(se);
+out_handlers:
+	fuse_remove_signal_handlers(se);
+out_destroy:
+	fuse_session_destroy(se);
+	return ret;
+}
+
+/* Connects, then mounts and serves until unmounted. */
+static int run(struct fuse_args *fargs, Args *a)
+{
+	g_autofree char *fsname = fsname_option(a->cfg);
+	GError *error = NULL;
+	int ret;
+
+	fuse_opt_add_arg(fargs, fsname);
+	ImapfsPool *pool = connect_account(a->cfg, &error);
+	if (pool == NULL)
+		return fail(NULL, error);
+	ImapfsBlockCache *cache = imapfs_block_cache_new(
+		pool, a->cfg->cache == IMAPFS_CACHE_NONE ? 0
+							 : MEMORY_CACHE_BYTES);
+	ImapfsTree *tree = imapfs_tree_new(a->cfg, pool, cache);
+	if (!imapfs_tree_load(tree, &error))
+		ret = fail(NULL, error);
+	else
+		ret = serve(fargs, a, tree);
+	imapfs_tree_free(tree);
+	imapfs_block_cache_free(cache);
+	imapfs_pool_free(pool);
+	return ret;
+}
+
+static gboolean finish_args(Args *a, GError **error)
+{
+	if (a->error) {
+		g_propagate_error(error, g_steal_pointer(&a->error));
+		return FALSE;
+	}
+	if (a->url == NULL || a->mountpoint == NULL) {
+		g_set_error(error, IMAPFS_ERROR, IMAPFS_ERROR_CONFIG,
+			    "need a URL and a mount point (see --help)");
+		return FALSE;
+	}
+	return imapfs_config_set_url(a->cfg, a->url, error) &&
+	       imapfs_config_finish(a->cfg, error);
+}
+
+static void args_clear(Args *a)
+{
+	imapfs_config_free(a->cfg);
+	g_free(a->url);
+	g_free(a->mountpoint);
+	g_clear_error(&a->error);
+}
+
+int main(int argc, char **argv)
+{
+	struct fuse_args fargs = FUSE_ARGS_INIT(argc, argv);
+	Args a = { .cfg = imapfs_config_new() };
+	GError *error = NULL;
+	int ret;
+
+	a.owner.uid = getuid();
+	a.owner.gid = getgid();
+	/* A server closing the socket must not kill us mid-write. */
+	signal(SIGPIPE, SIG_IGN);
+	imapfs_log_init(0);
+	if (fuse_opt_parse(&fargs, &a, option_spec, option_proc) != 0) {
+		ret = fail("invalid arguments", NULL);
+		goto out;
+	}
+	if (a.show_help || a.show_version) {
+		if (a.show_help)
+			usage(argv[0]);
+		else
+			printf("imapfs %s\nFUSE library %s\n", IMAPFS_VERSION,
+			       fuse_pkgversion());
+		ret = 0;
+		goto out;
+	}
+	imapfs_log_init(a.debug ? IMAPFS_TRACE_ALL : 0);
+	if (!finish_args(&a, &error)) {
+		ret = fail(NULL, error);
+		goto out;
+	}
+	ret = run(&fargs, &a);
+out:
+	fuse_opt_free_args(&fargs);
+	args_clear(&a);
+	return ret;
+}

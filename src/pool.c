@@ -1,0 +1,240 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+#include <openssl/crypto.h>
+#include <string.h>
+
+#include "imapfs/error.h"
+#include "imapfs/log.h"
+#include "imapfs/pool.h"
+
+struct ImapfsPool {
+	const ImapfsConfig *cfg;
+	ImapfsTlsContext *tls;
+	char *password;
+	GMutex lock;
+	GCond available;
+	GQueue idle;		/* ImapfsSession *; protected by lock */
+	GPtrArray *busy;	/* sessions handed out; protected by lock */
+	guint count;		/* idle + busy + being opened; protected by lock */
+	gboolean shut_down;	/* protected by lock */
+};
+
+ImapfsPool *imapfs_pool_new(const ImapfsConfig *cfg, ImapfsTlsContext *tls,
+			    char *password)
+{
+	ImapfsPool *pool = g_new0(ImapfsPool, 1);
+
+	pool->cfg = cfg;
+	pool->tls = tls;
+	pool->password = password;
+	g_mutex_init(&pool->lock);
+	g_cond_init(&pool->available);
+	g_queue_init(&pool->idle);
+	pool->busy = g_ptr_array_new();
+	return pool;
+}
+
+void imapfs_pool_free(ImapfsPool *pool)
+{
+	ImapfsSession *s;
+
+	if (pool == NULL)
+		return;
+	while ((s = g_queue_pop_head(&pool->idle)))
+		imapfs_session_free(s);
+	g_ptr_array_unref(pool->busy);
+	g_mutex_clear(&pool->lock);
+	g_cond_clear(&pool->available);
+	imapfs_tls_context_free(pool->tls);
+	if (pool->password)
+		OPENSSL_cleanse(pool->password, strlen(pool->password));
+	g_free(pool->password);
+	g_free(pool);
+}
+
+void imapfs_pool_shutdown(ImapfsPool *pool)
+{
+	g_mutex_lock(&pool->lock);
+	pool->shut_down = TRUE;
+	for (guint i = 0; i < pool->busy->len; i++)
+		imapfs_session_abort(pool->busy->pdata[i]);
+	g_cond_broadcast(&pool->available);
+	g_mutex_unlock(&pool->lock);
+}
+
+/* Opens a new session; the caller has already counted it. */
+static ImapfsSession *open_session(ImapfsPool *pool, GError **error)
+{
+	ImapfsSession *s = imapfs_session_new(pool->cfg, pool->tls,
+					      pool->password);
+
+	imapfs_trace(IMAPFS_TRACE_POOL, "pool: opening a connection");
+	if (!imapfs_session_open(s, error)) {
+		imapfs_session_free(s);
+		g_mutex_lock(&pool->lock);
+		pool->count--;
+		g_cond_signal(&pool->available);
+		g_mutex_unlock(&pool->lock);
+		return NULL;
+	}
+	g_mutex_lock(&pool->lock);
+	g_ptr_array_add(pool->busy, s);
+	g_mutex_unlock(&pool->lock);
+	return s;
+}
+
+/* An idle session, preferring one already on @mailbox. Called locked. */
+static ImapfsSession *take_idle(ImapfsPool *pool, const char *mailbox)
+{
+	for (GList *l = pool->idle.head; mailbox && l; l = l->next) {
+		if (g_strcmp0(imapfs_session_selected(l->data), mailbox) == 0) {
+			ImapfsSession *s = l->data;
+			g_queue_delete_link(&pool->idle, l);
+			return s;
+		}
+	}
+	return g_queue_pop_head(&pool->idle);
+}
+
+static gboolean fail_shut_down(GError **error)
+{
+	g_set_error(error, IMAPFS_ERROR, IMAPFS_ERROR_DISCONNECTED,
+		    "the file system is being unmounted");
+	return FALSE;
+}
+
+/*
+ * Hands out a session: an idle one, a new one while under the limit, or
+ * the next one released within the timeout. *fresh_r tells whether it was
+ * just opened (a failure on it is then not worth a retry).
+ */
+static ImapfsSession *acquire(ImapfsPool *pool, const char *mailbox,
+			      gboolean *fresh_r, GError **error)
+{
+	gint64 deadline = g_get_monotonic_time() +
+			  (gint64)pool->cfg->timeout * G_TIME_SPAN_SECOND;
+	ImapfsSession *s = NULL;
+
+	g_mutex_lock(&pool->lock);
+	while (!pool->shut_down) {
+		s = take_idle(pool, mailbox);
+		if (s) {
+			g_ptr_array_add(pool->busy, s);
+			g_mutex_unlock(&pool->lock);
+			*fresh_r = FALSE;
+			return s;
+		}
+		if (pool->count < pool->cfg->connections) {
+			pool->count++;
+			g_mutex_unlock(&pool->lock);
+			*fresh_r = TRUE;
+			return open_session(pool, error);
+		}
+		if (!g_cond_wait_until(&pool->available, &pool->lock,
+				       deadline)) {
+			g_mutex_unlock(&pool->lock);
+			g_set_error(error, IMAPFS_ERROR, IMAPFS_ERROR_TIMEOUT,
+				    "no connection to \"%s\" became free",
+				    pool->cfg->host);
+			return NULL;
+		}
+	}
+	g_mutex_unlock(&pool->lock);
+	fail_shut_down(error);
+	return NULL;
+}
+
+static void release(ImapfsPool *pool, ImapfsSession *s)
+{
+	gboolean keep;
+
+	g_mutex_lock(&pool->lock);
+	g_ptr_array_remove_fast(pool->busy, s);
+	keep = imapfs_session_is_usable(s) && !pool->shut_down;
+	if (keep)
+		g_queue_push_head(&pool->idle, s);
+	else
+		pool->count--;
+	g_cond_signal(&pool->available);
+	g_mutex_unlock(&pool->lock);
+	if (!keep) {
+		imapfs_trace(IMAPFS_TRACE_POOL, "pool: dropping a connection");
+		imapfs_session_free(s);
+	}
+}
+
+gboolean imapfs_pool_check(ImapfsPool *pool, GError **error)
+{
+	gboolean fresh;
+	ImapfsSession *s = acquire(pool, NULL, &fresh, error);
+
+	if (s == NULL)
+		return FALSE;
+	release(pool, s);
+	return TRUE;
+}
+
+static gboolean select_mailbox(ImapfsSession *s, const char *mailbox,
+			       guint32 uidvalidity, GError **error)
+{
+	if (mailbox == NULL)
+		return TRUE;
+	if (g_strcmp0(imapfs_session_selected(s), mailbox) != 0 &&
+	    !imapfs_session_examine(s, mailbox, NULL, error))
+		return FALSE;
+	if (uidvalidity &&
+	    imapfs_session_state(s)->uidvalidity != uidvalidity) {
+		g_set_error(error, IMAPFS_ERROR,
+			    IMAPFS_ERROR_UIDVALIDITY_CHANGED,
+			    "mailbox \"%s\" was recreated on the server "
+			    "(UIDVALIDITY changed)",
+			    mailbox);
+		return FALSE;
+	}
+	return TRUE;
+}
+
+/* Errors after which the same request may succeed on a new connection. */
+static gboolean connection_error(const GError *error)
+{
+	return error->domain == IMAPFS_ERROR &&
+	       (error->code == IMAPFS_ERROR_DISCONNECTED ||
+		error->code == IMAPFS_ERROR_TIMEOUT ||
+		error->code == IMAPFS_ERROR_BYE ||
+		error->code == IMAPFS_ERROR_PROTOCOL ||
+		error->code == IMAPFS_ERROR_TLS);
+}
+
+static gboolean run_once(ImapfsPool *pool, const char *mailbox,
+			 guint32 uidvalidity, ImapfsPoolFunc func,
+			 gpointer data, gboolean *fresh_r, GError **error)
+{
+	ImapfsSession *s = acquire(pool, mailbox, fresh_r, error);
+	gboolean ok;
+
+	if (s == NULL)
+		return FALSE;
+	ok = select_mailbox(s, mailbox, uidvalidity, error) &&
+	     func(s, data, error);
+	release(pool, s);
+	return ok;
+}
+
+gboolean imapfs_pool_run(ImapfsPool *pool, const char *mailbox,
+			 guint32 uidvalidity, gboolean idempotent,
+			 ImapfsPoolFunc func, gpointer data, GError **error)
+{
+	GError *local = NULL;
+	gboolean fresh = FALSE;
+
+	if (run_once(pool, mailbox, uidvalidity, func, data, &fresh, &local))
+		return TRUE;
+	if (idempotent && !fresh && connection_error(local)) {
+		imapfs_trace(IMAPFS_TRACE_POOL, "pool: retrying after: %s",
+			     local->message);
+		g_clear_error(&local);
+		return run_once(pool, mailbox, uidvalidity, func, data, &fresh,
+				error);
+	}
+	g_propagate_error(error, local);
+	return FALSE;
+}

@@ -1,0 +1,646 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+#include <stdlib.h>
+#include <string.h>
+
+#include "imapfs/error.h"
+#include "imapfs/log.h"
+#include "imapfs/names.h"
+#include "imapfs/tree.h"
+
+#define SLOT_SHIFT 40
+#define UID_SHIFT 8
+#define KIND_MESSAGE 1
+#define MAX_SLOTS (1u << 24)
+/* A directory listing younger than this is reused by lookup without
+ * asking the server; readdir always checks. */
+#define LOOKUP_FRESH_US (2 * G_TIME_SPAN_SECOND)
+/* The mailbox list is asked for again when older than this. */
+#define LIST_FRESH_US (5 * G_TIME_SPAN_SECOND)
+
+/* A directory: the mount root, a mailbox, or a level that only exists as
+ * the parent of mailboxes. Never freed before the tree, since the kernel
+ * may still hold its inode number. */
+typedef struct {
+	guint32 slot;
+	char *path;		/* escaped names joined by '/'; "" = root */
+	char *parent_path;	/* NULL for the root */
+	char *file_name;	/* last element of path */
+	char *server_name;	/* NULL: nothing to EXAMINE here */
+	gboolean selectable;
+	gboolean present;	/* in the latest LIST (or the root) */
+	GArray *messages;	/* ImapfsMessageInfo by UID; NULL: not loaded */
+	ImapfsMailboxState state;
+	gint64 listed_at;	/* monotonic time of the listing */
+} Mailbox;
+
+struct ImapfsTree {
+	const ImapfsConfig *cfg;
+	ImapfsPool *pool;
+	ImapfsBlockCache *cache;
+	gint64 mount_time;
+	char **root_levels;	/* the URL's /MAILBOX split, or NULL */
+	GMutex lock;
+	GPtrArray *slots;	/* Mailbox *, index = slot; protected by lock */
+	GHashTable *by_path;	/* path -> current Mailbox *; protected by lock */
+	gint64 listed_at;	/* last LIST; protected by lock */
+};
+
+static void mailbox_free(gpointer p)
+{
+	Mailbox *m = p;
+
+	g_free(m->path);
+	g_free(m->parent_path);
+	g_free(m->file_name);
+	g_free(m->server_name);
+	if (m->messages)
+		g_array_unref(m->messages);
+	g_free(m);
+}
+
+void imapfs_dir_entry_free(gpointer p)
+{
+	ImapfsDirEntry *e = p;
+
+	g_free(e->name);
+	g_free(e);
+}
+
+/* Called locked. */
+static Mailbox *add_mailbox(ImapfsTree *tree, const char *path)
+{
+	Mailbox *m = g_new0(Mailbox, 1);
+	const char *slash = strrchr(path, '/');
+
+	m->slot = tree->slots->len;
+	m->path = g_strdup(path);
+	if (*path)
+		m->parent_path = slash ? g_strndup(path, slash - path)
+				       : g_strdup("");
+	m->file_name = g_strdup(slash ? slash + 1 : path);
+	m->present = TRUE;
+	g_ptr_array_add(tree->slots, m);
+	g_hash_table_replace(tree->by_path, m->path, m);
+	return m;
+}
+
+ImapfsTree *imapfs_tree_new(const ImapfsConfig *cfg, ImapfsPool *pool,
+			    ImapfsBlockCache *cache)
+{
+	ImapfsTree *tree = g_new0(ImapfsTree, 1);
+
+	tree->cfg = cfg;
+	tree->pool = pool;
+	tree->cache = cache;
+	tree->mount_time = g_get_real_time() / G_USEC_PER_SEC;
+	if (cfg->mailbox)
+		tree->root_levels = g_strsplit(cfg->mailbox, "/", -1);
+	g_mutex_init(&tree->lock);
+	tree->slots = g_ptr_array_new_with_free_func(mailbox_free);
+	tree->by_path = g_hash_table_new(g_str_hash, g_str_equal);
+	add_mailbox(tree, "");
+	return tree;
+}
+
+void imapfs_tree_free(ImapfsTree *tree)
+{
+	if (tree == NULL)
+		return;
+	g_hash_table_unref(tree->by_path);
+	g_ptr_array_unref(tree->slots);
+	g_strfreev(tree->root_levels);
+	g_mutex_clear(&tree->lock);
+	g_free(tree);
+}
+
+/* --- inode numbers ----------------------------------------------------------- */
+
+static guint64 dir_ino(const Mailbox *m)
+{
+	return m->slot == 0 ? IMAPFS_ROOT_INO : (guint64)m->slot << SLOT_SHIFT;
+}
+
+static guint64 message_ino(const Mailbox *m, guint32 uid)
+{
+	return (guint64)m->slot << SLOT_SHIFT | (guint64)uid << UID_SHIFT |
+	       KIND_MESSAGE;
+}
+
+/* The directory @ino names, or NULL. Called locked. */
+static Mailbox *dir_of(ImapfsTree *tree, guint64 ino)
+{
+	guint64 slot = ino >> SLOT_SHIFT;
+
+	if (ino == IMAPFS_ROOT_INO)
+		return tree->slots->pdata[0];
+	if ((ino & ((G_GUINT64_CONSTANT(1) << SLOT_SHIFT) - 1)) != 0 ||
+	    slot == 0 || slot >= tree->slots->len)
+		return NULL;
+	return tree->slots->pdata[slot];
+}
+
+/* The mailbox and UID of message @ino; FALSE if it is not one. */
+static gboolean decode_message(ImapfsTree *tree, guint64 ino, Mailbox **m_r,
+			       guint32 *uid_r)
+{
+	guint64 slot = ino >> SLOT_SHIFT;
+
+	if ((ino & 0xff) != KIND_MESSAGE || slot >= tree->slots->len)
+		return FALSE;
+	*m_r = tree->slots->pdata[slot];
+	*uid_r = (guint32)(ino >> UID_SHIFT);
+	return TRUE;
+}
+
+static ImapfsMessageInfo *find_message(Mailbox *m, guint32 uid)
+{
+	if (m->messages == NULL)
+		return NULL;
+	guint lo = 0, hi = m->messages->len;
+	while (lo < hi) {
+		guint mid = lo + (hi - lo) / 2;
+		ImapfsMessageInfo *info =
+			&g_array_index(m->messages, ImapfsMessageInfo, mid);
+		if (info->uid == uid)
+			return info;
+		if (info->uid < uid)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return NULL;
+}
+
+static void dir_attr(ImapfsTree *tree, const Mailbox *m, ImapfsAttr *attr)
+{
+	attr->ino = dir_ino(m);
+	attr->kind = IMAPFS_NODE_DIR;
+	attr->size = 0;
+	attr->mtime = tree->mount_time;
+}
+
+static void message_attr(const Mailbox *m, const ImapfsMessageInfo *info,
+			 ImapfsAttr *attr)
+{
+	attr->ino = message_ino(m, info->uid);
+	attr->kind = IMAPFS_NODE_MESSAGE;
+	attr->size = info->size;
+	attr->mtime = info->internaldate;
+}
+
+static gboolean fail_noent(GError **error, const char *what)
+{
+	g_set_error(error, IMAPFS_ERROR, IMAPFS_ERROR_NONEXISTENT,
+		    "no such entry \"%s\"", what);
+	return FALSE;
+}
+
+/* --- the mailbox list ---------------------------------------------------------- */
+
+typedef struct {
+	GPtrArray *entries;
+	gboolean utf8;
+} ListResult;
+
+static gboolean list_func(ImapfsSession *s, gpointer data, GError **error)
+{
+	ListResult *r = data;
+
+	r->entries = imapfs_session_list(s, "", "*", error);
+	r->utf8 = imapfs_session_utf8(s);
+	return r->entries != NULL;
+}
+
+/* Strips the URL's /MAILBOX from @levels; NULL if outside the subtree. */
+static char **relative_levels(ImapfsTree *tree, char **levels)
+{
+	char **root = tree->root_levels;
+	guint n = root ? g_strv_length(root) : 0;
+
+	for (guint i = 0; i < n; i++) {
+		if (levels[i] == NULL)
+			return NULL;
+		gboolean inbox = i == 0 &&
+				 g_ascii_strcasecmp(root[0], "INBOX") == 0;
+		if (inbox ? g_ascii_strcasecmp(levels[0], "INBOX") != 0
+			  : strcmp(levels[i], root[i]) != 0)
+			return NULL;
+	}
+	return g_strdupv(levels + n);
+}
+
+static char *levels_to_path(char **levels)
+{
+	g_autoptr(GPtrArray) names = g_ptr_array_new_with_free_func(g_free);
+
+	for (guint i = 0; levels[i]; i++)
+		g_ptr_array_add(names, imapfs_name_escape(levels[i]));
+	g_ptr_array_add(names, NULL);
+	return g_strjoinv("/", (char **)names->pdata);
+}
+
+/* The directory for @path, created (as a bare parent) with its ancestors
+ * when missing. Called locked. */
+static Mailbox *ensure_dir(ImapfsTree *tree, const char *path)
+{
+	Mailbox *m = g_hash_table_lookup(tree->by_path, path);
+
+	if (m) {
+		m->present = TRUE;
+		return m;
+	}
+	const char *slash = strrchr(path, '/');
+	if (slash) {
+		g_autofree char *parent = g_strndup(path, slash - path);
+		ensure_dir(tree, parent);
+	}
+	if (tree->slots->len >= MAX_SLOTS)
+		return NULL;
+	m = add_mailbox(tree, path);
+	m->present = TRUE;
+	return m;
+}
+
+/* Called locked. */
+static void apply_entry(ImapfsTree *tree, const ImapfsListEntry *e,
+			gboolean utf8)
+{
+	g_autoptr(GError) error = NULL;
+	g_auto(GStrv) levels = imapfs_mailbox_to_levels(e->name, e->delim,
+							utf8, &error);
+
+	if (levels == NULL) {
+		g_warning("skipping mailbox \"%s\": %s", e->name,
+			  error->message);
+		return;
+	}
+	g_auto(GStrv) rel = relative_levels(tree, levels);
+	if (rel == NULL)
+		return;
+	g_autofree char *path = levels_to_path(rel);
+	Mailbox *m = ensure_dir(tree, path);
+	if (m == NULL || (e->flags & IMAPFS_MBOX_NONEXISTENT))
+		return;
+	g_free(m->server_name);
+	m->server_name = g_strdup(e->name);
+	m->selectable = !(e->flags & IMAPFS_MBOX_NOSELECT);
+}
+
+static gboolean apply_list(ImapfsTree *tree, ListResult *r, GError **error)
+{
+	gboolean found;
+
+	g_mutex_lock(&tree->lock);
+	for (guint i = 1; i < tree->slots->len; i++)
+		((Mailbox *)tree->slots->pdata[i])->present = FALSE;
+	for (guint i = 0; i < r->entries->len; i++)
+		apply_entry(tree, r->entries->pdata[i], r->utf8);
+	/* With /MAILBOX, the root must be that mailbox or its parent. */
+	Mailbox *root = tree->slots->pdata[0];
+	found = tree->root_levels == NULL || root->server_name != NULL;
+	for (guint i = 1; !found && i < tree->slots->len; i++)
+		found = ((Mailbox *)tree->slots->pdata[i])->present;
+	tree->listed_at = g_get_monotonic_time();
+	g_mutex_unlock(&tree->lock);
+	if (!found)
+		g_set_error(error, IMAPFS_ERROR, IMAPFS_ERROR_NONEXISTENT,
+			    "mailbox \"%s\" does not exist on \"%s\"",
+			    tree->cfg->mailbox, tree->cfg->host);
+	return found;
+}
+
+gboolean imapfs_tree_load(ImapfsTree *tree, GError **error)
+{
+	ListResult r = { 0 };
+	gboolean ok;
+
+	if (!imapfs_pool_run(tree->pool, NULL, 0, TRUE, list_func, &r, error))
+		return FALSE;
+	ok = apply_list(tree, &r, error);
+	g_ptr_array_unref(r.entries);
+	return ok;
+}
+
+static gboolean refresh_list(ImapfsTree *tree, GError **error)
+{
+	g_mutex_lock(&tree->lock);
+	gboolean fresh = g_get_monotonic_time() - tree->listed_at <
+			 LIST_FRESH_US;
+	g_mutex_unlock(&tree->lock);
+	return fresh || imapfs_tree_load(tree, error);
+}
+
+/* --- message listings ------------------------------------------------------------ */
+
+typedef struct {
+	char *server_name;
+	gboolean have;		/* known holds the state of a listing */
+	ImapfsMailboxState known;
+	ImapfsMailboxState state;
+	GArray *messages;	/* NULL: unchanged since known */
+} IndexResult;
+
+static gboolean same_state(const ImapfsMailboxState *a,
+			   const ImapfsMailboxState *b)
+{
+	return a->uidvalidity == b->uidvalidity && a->uidnext != 0 &&
+	       a->uidnext == b->uidnext && a->exists == b->exists &&
+	       a->highestmodseq == b->highestmodseq;
+}
+
+static gboolean index_func(ImapfsSession *s, gpointer data, GError **error)
+{
+	IndexResult *r = data;
+
+	if (!imapfs_session_examine(s, r->server_name, &r->state, error))
+		return FALSE;
+	if (r->have && same_state(&r->known, &r->state))
+		return TRUE;
+	r->messages = imapfs_session_fetch_index(s, error);
+	return r->messages != NULL;
+}
+
+/* A mailbox recreated on the server gets a new slot, so no inode number
+ * ever names two messages. Called locked; returns the current mailbox. */
+static Mailbox *renew_slot(ImapfsTree *tree, Mailbox *old)
+{
+	if (tree->slots->len >= MAX_SLOTS)
+		return old;
+	Mailbox *m = add_mailbox(tree, old->path);
+	m->server_name = g_strdup(old->server_name);
+	m->selectable = old->selectable;
+	old->present = FALSE;
+	g_clear_pointer(&old->messages, g_array_unref);
+	return m;
+}
+
+static void apply_index(ImapfsTree *tree, const char *path, IndexResult *r)
+{
+	g_mutex_lock(&tree->lock);
+	Mailbox *m = g_hash_table_lookup(tree->by_path, path);
+	if (m && r->messages) {
+		if (m->messages &&
+		    m->state.uidvalidity != r->state.uidvalidity)
+			m = renew_slot(tree, m);
+		if (m->messages)
+			g_array_unref(m->messages);
+		m->messages = g_steal_pointer(&r->messages);
+	}
+	if (m) {
+		m->state = r->state;
+		m->listed_at = g_get_monotonic_time();
+	}
+	g_mutex_unlock(&tree->lock);
+}
+
+/* Makes sure the listing of the mailbox at @path is at most @max_age_us
+ * old (0: ask the server in any case). */
+static gboolean refresh_messages(ImapfsTree *tree, const char *path,
+				 gint64 max_age_us, GError **error)
+{
+	IndexResult r = { 0 };
+
+	g_mutex_lock(&tree->lock);
+	Mailbox *m = g_hash_table_lookup(tree->by_path, path);
+	gboolean skip = m == NULL || !m->selectable || m->server_name == NULL ||
+			(m->messages && max_age_us > 0 &&
+			 g_get_monotonic_time() - m->listed_at < max_age_us);
+	if (!skip) {
+		r.server_name = g_strdup(m->server_name);
+		r.have = m->messages != NULL;
+		r.known = m->state;
+	}
+	g_mutex_unlock(&tree->lock);
+	if (skip)
+		return TRUE;
+	gboolean ok = imapfs_pool_run(tree->pool, r.server_name, 0, TRUE,
+				      index_func, &r, error);
+	if (ok)
+		apply_index(tree, path, &r);
+	if (r.messages)
+		g_array_unref(r.messages);
+	g_free(r.server_name);
+	return ok;
+}
+
+/* --- operations ------------------------------------------------------------------- */
+
+gboolean imapfs_tree_getattr(ImapfsTree *tree, guint64 ino, ImapfsAttr *attr,
+			     GError **error)
+{
+	Mailbox *m;
+	guint32 uid;
+	gboolean ok = FALSE;
+
+	g_mutex_lock(&tree->lock);
+	if ((m = dir_of(tree, ino)) != NULL) {
+		dir_attr(tree, m, attr);
+		ok = TRUE;
+	} else if (decode_message(tree, ino, &m, &uid)) {
+		ImapfsMessageInfo *info = find_message(m, uid);
+		if (info)
+			message_attr(m, info, attr);
+		ok = info != NULL;
+	}
+	g_mutex_unlock(&tree->lock);
+	return ok || fail_noent(error, "inode");
+}
+
+/* "123.eml" -> 123; FALSE for anything else, including "0123.eml". */
+static gboolean parse_message_name(const char *name, guint32 *uid_r)
+{
+	char *end = NULL;
+
+	if (!g_ascii_isdigit(name[0]) || name[0] == '0')
+		return FALSE;
+	guint64 v = g_ascii_strtoull(name, &end, 10);
+	if (g_strcmp0(end, ".eml") != 0 || v == 0 || v > G_MAXUINT32)
+		return FALSE;
+	*uid_r = (guint32)v;
+	return TRUE;
+}
+
+static char *child_path(const Mailbox *parent, const char *name)
+{
+	return *parent->path ? g_strconcat(parent->path, "/", name, NULL)
+			     : g_strdup(name);
+}
+
+/* Looks @name up among what is already known. Called locked. */
+static gboolean lookup_locked(ImapfsTree *tree, Mailbox *dir, const char *name,
+			      ImapfsAttr *attr)
+{
+	g_autofree char *path = child_path(dir, name);
+	Mailbox *child = g_hash_table_lookup(tree->by_path, path);
+	guint32 uid;
+
+	if (child && child->present) {
+		dir_attr(tree, child, attr);
+		return TRUE;
+	}
+	ImapfsMessageInfo *info = parse_message_name(name, &uid)
+					  ? find_message(dir, uid)
+					  : NULL;
+	if (info)
+		message_attr(dir, info, attr);
+	return info != NULL;
+}
+
+gboolean imapfs_tree_lookup(ImapfsTree *tree, guint64 parent, const char *name,
+			    ImapfsAttr *attr, GError **error)
+{
+	g_autofree char *path = NULL;
+	gboolean found = FALSE;
+
+	g_mutex_lock(&tree->lock);
+	Mailbox *dir = dir_of(tree, parent);
+	if (dir) {
+		path = g_strdup(dir->path);
+		found = lookup_locked(tree, dir, name, attr);
+	}
+	g_mutex_unlock(&tree->lock);
+	if (dir == NULL || found)
+		return found || fail_noent(error, name);
+	/* Not known yet: a message may have arrived, or the listing was
+	 * never loaded. */
+	if (!refresh_messages(tree, path, LOOKUP_FRESH_US, error))
+		return FALSE;
+	g_mutex_lock(&tree->lock);
+	dir = g_hash_table_lookup(tree->by_path, path);
+	found = dir && lookup_locked(tree, dir, name, attr);
+	g_mutex_unlock(&tree->lock);
+	return found || fail_noent(error, name);
+}
+
+static void add_entry(GPtrArray *out, char *name, const ImapfsAttr *attr)
+{
+	ImapfsDirEntry *e = g_new(ImapfsDirEntry, 1);
+
+	e->name = name;
+	e->attr = *attr;
+	g_ptr_array_add(out, e);
+}
+
+/* Called locked. */
+static GPtrArray *snapshot(ImapfsTree *tree, Mailbox *dir)
+{
+	GPtrArray *out = g_ptr_array_new_with_free_func(imapfs_dir_entry_free);
+	g_autoptr(GHashTable) names = g_hash_table_new(g_str_hash, g_str_equal);
+	ImapfsAttr attr;
+
+	for (guint i = 1; i < tree->slots->len; i++) {
+		Mailbox *c = tree->slots->pdata[i];
+		if (!c->present || g_strcmp0(c->parent_path, dir->path) != 0)
+			continue;
+		dir_attr(tree, c, &attr);
+		add_entry(out, g_strdup(c->file_name), &attr);
+		g_hash_table_add(names, c->file_name);
+	}
+	for (guint i = 0; dir->messages && i < dir->messages->len; i++) {
+		ImapfsMessageInfo *info =
+			&g_array_index(dir->messages, ImapfsMessageInfo, i);
+		char *name = g_strdup_printf("%u.eml", info->uid);
+		/* A child mailbox called "5.eml" hides message 5. */
+		if (g_hash_table_contains(names, name)) {
+			g_free(name);
+			continue;
+		}
+		message_attr(dir, info, &attr);
+		add_entry(out, name, &attr);
+	}
+	return out;
+}
+
+GPtrArray *imapfs_tree_readdir(ImapfsTree *tree, guint64 ino, GError **error)
+{
+	g_autofree char *path = NULL;
+
+	g_mutex_lock(&tree->lock);
+	Mailbox *dir = dir_of(tree, ino);
+	if (dir && dir->present)
+		path = g_strdup(dir->path);
+	g_mutex_unlock(&tree->lock);
+	if (path == NULL) {
+		fail_noent(error, "directory");
+		return NULL;
+	}
+	if (!refresh_list(tree, error) ||
+	    !refresh_messages(tree, path, 0, error))
+		return NULL;
+	g_mutex_lock(&tree->lock);
+	dir = g_hash_table_lookup(tree->by_path, path);
+	GPtrArray *out = dir ? snapshot(tree, dir) : NULL;
+	g_mutex_unlock(&tree->lock);
+	if (out == NULL)
+		fail_noent(error, path);
+	return out;
+}
+
+/* Fills @key with a copy of the mailbox name (a LIST refresh may replace
+ * the mailbox's own) for the caller to free, and the listed size. */
+static gboolean message_key(ImapfsTree *tree, guint64 ino,
+			    ImapfsMessageKey *key, guint64 *size_r,
+			    GError **error)
+{
+	Mailbox *m;
+	ImapfsMessageInfo *info = NULL;
+
+	g_mutex_lock(&tree->lock);
+	if (decode_message(tree, ino, &m, &key->uid))
+		info = find_message(m, key->uid);
+	if (info) {
+		key->mailbox = g_strdup(m->server_name);
+		key->uidvalidity = m->state.uidvalidity;
+		if (size_r)
+			*size_r = info->size;
+	}
+	g_mutex_unlock(&tree->lock);
+	return info != NULL || fail_noent(error, "message");
+}
+
+static void correct_size(ImapfsTree *tree, guint64 ino, guint64 size)
+{
+	Mailbox *m;
+	guint32 uid;
+
+	g_mutex_lock(&tree->lock);
+	if (decode_message(tree, ino, &m, &uid)) {
+		ImapfsMessageInfo *info = find_message(m, uid);
+		if (info)
+			info->size = size;
+	}
+	g_mutex_unlock(&tree->lock);
+}
+
+gboolean imapfs_tree_open(ImapfsTree *tree, guint64 ino, guint64 *size_r,
+			  gboolean *changed_r, GError **error)
+{
+	ImapfsMessageKey key = { 0 };
+	guint64 listed;
+
+	if (!message_key(tree, ino, &key, &listed, error))
+		return FALSE;
+	g_autofree char *name = (char *)key.mailbox;
+	if (!imapfs_block_cache_size(tree->cache, &key, listed, size_r, error))
+		return FALSE;
+	*changed_r = *size_r != listed;
+	if (*changed_r) {
+		g_warning("message \"%u.eml\" in \"%s\": the server said %" G_GUINT64_FORMAT
+			  " bytes but sent %" G_GUINT64_FORMAT,
+			  key.uid, key.mailbox, listed, *size_r);
+		correct_size(tree, ino, *size_r);
+	}
+	return TRUE;
+}
+
+gssize imapfs_tree_read(ImapfsTree *tree, guint64 ino, guint64 offset,
+			gsize len, char *buf, GError **error)
+{
+	ImapfsMessageKey key = { 0 };
+
+	if (!message_key(tree, ino, &key, NULL, error))
+		return -1;
+	g_autofree char *name = (char *)key.mailbox;
+	return imapfs_block_cache_read(tree->cache, &key, offset, len, buf,
+				       error);
+}
