@@ -6,18 +6,18 @@
 #include "imapfs/log.h"
 
 typedef struct {
-	char *id;		/* "uidvalidity/uid/block/mailbox": the key */
-	GBytes *data;		/* fewer than IMAPFS_BLOCK_SIZE bytes: EOF */
-	GList *lru_link;	/* in cache->lru, most recent at the head */
+	char *id;	 /* "uidvalidity/uid/block/mailbox": the key */
+	GBytes *data;	 /* fewer than IMAPFS_BLOCK_SIZE bytes: EOF */
+	GList *lru_link; /* in cache->lru, most recent at the head */
 } Block;
 
 struct ImapfsBlockCache {
 	ImapfsPool *pool;
 	guint64 max_bytes;
 	GMutex lock;
-	GHashTable *blocks;	/* id -> Block *; protected by lock */
-	GQueue lru;		/* Block *; protected by lock */
-	guint64 bytes;		/* protected by lock */
+	GHashTable *blocks; /* id -> Block *; protected by lock */
+	GQueue lru;	    /* Block *; protected by lock */
+	guint64 bytes;	    /* protected by lock */
 };
 
 static void block_free(gpointer p)
@@ -36,8 +36,8 @@ ImapfsBlockCache *imapfs_block_cache_new(ImapfsPool *pool, guint64 max_bytes)
 	cache->pool = pool;
 	cache->max_bytes = max_bytes;
 	g_mutex_init(&cache->lock);
-	cache->blocks = g_hash_table_new_full(g_str_hash, g_str_equal, NULL,
-					      block_free);
+	cache->blocks =
+	    g_hash_table_new_full(g_str_hash, g_str_equal, NULL, block_free);
 	g_queue_init(&cache->lru);
 	return cache;
 }
@@ -79,8 +79,7 @@ static GBytes *lookup(ImapfsBlockCache *cache, const char *id)
  * Called locked. */
 static void make_room(ImapfsBlockCache *cache, gsize incoming)
 {
-	while (cache->bytes + incoming > cache->max_bytes &&
-	       cache->lru.tail) {
+	while (cache->bytes + incoming > cache->max_bytes && cache->lru.tail) {
 		Block *b = cache->lru.tail->data;
 		cache->bytes -= g_bytes_get_size(b->data);
 		g_queue_delete_link(&cache->lru, b->lru_link);
@@ -132,7 +131,7 @@ static GBytes *get_block(ImapfsBlockCache *cache, const ImapfsMessageKey *key,
 	if (data)
 		return data;
 	g_autoptr(GByteArray) out = g_byte_array_new();
-	FetchBlock fb = { key->uid, index * IMAPFS_BLOCK_SIZE, out };
+	FetchBlock fb = {key->uid, index * IMAPFS_BLOCK_SIZE, out};
 	if (!imapfs_pool_run(cache->pool, key->mailbox, key->uidvalidity, TRUE,
 			     fetch_func, &fb, error))
 		return NULL;
@@ -158,8 +157,8 @@ gssize imapfs_block_cache_read(ImapfsBlockCache *cache,
 		if (in_block >= size)
 			break; /* past the end of the message */
 		gsize n = MIN(size - in_block, len - done);
-		memcpy(buf + done, (const char *)g_bytes_get_data(data, NULL) +
-					   in_block,
+		memcpy(buf + done,
+		       (const char *)g_bytes_get_data(data, NULL) + in_block,
 		       n);
 		done += n;
 		if (size < IMAPFS_BLOCK_SIZE && in_block + n == size)
@@ -173,7 +172,7 @@ gboolean imapfs_block_cache_size(ImapfsBlockCache *cache,
 				 guint64 *size_r, GError **error)
 {
 	guint64 index = hint > 0 ? (hint - 1) / IMAPFS_BLOCK_SIZE : 0;
-	gboolean after_full = FALSE;	/* block index - 1 was full */
+	gboolean after_full = FALSE; /* block index - 1 was full */
 
 	for (;;) {
 		g_autoptr(GBytes) data = get_block(cache, key, index, error);

@@ -17,7 +17,7 @@ struct ImapfsFs {
 	ImapfsTree *tree;
 	ImapfsFsOwner owner;
 	GMutex lock;
-	GHashTable *lookups;	/* ino -> kernel lookup count; by lock */
+	GHashTable *lookups; /* ino -> kernel lookup count; by lock */
 };
 
 ImapfsFs *imapfs_fs_new(ImapfsTree *tree, const ImapfsFsOwner *owner)
@@ -27,8 +27,8 @@ ImapfsFs *imapfs_fs_new(ImapfsTree *tree, const ImapfsFsOwner *owner)
 	fs->tree = tree;
 	fs->owner = *owner;
 	g_mutex_init(&fs->lock);
-	fs->lookups = g_hash_table_new_full(g_int64_hash, g_int64_equal,
-					    g_free, NULL);
+	fs->lookups =
+	    g_hash_table_new_full(g_int64_hash, g_int64_equal, g_free, NULL);
 	return fs;
 }
 
@@ -114,7 +114,8 @@ static void fill_entry(ImapfsFs *fs, const ImapfsAttr *attr,
 	fill_stat(fs, attr, &e->attr);
 }
 
-/* --- lookup accounting ------------------------------------------------------- */
+/* --- lookup accounting -------------------------------------------------------
+ */
 
 /* The kernel now holds one more reference to @ino. */
 static void count_lookup(ImapfsFs *fs, guint64 ino)
@@ -145,7 +146,8 @@ static void forget_one(ImapfsFs *fs, guint64 ino, guint64 nlookup)
 	g_mutex_unlock(&fs->lock);
 }
 
-/* --- operations ---------------------------------------------------------------- */
+/* --- operations
+ * ---------------------------------------------------------------- */
 
 static void op_init(void *userdata, struct fuse_conn_info *conn)
 {
@@ -245,7 +247,7 @@ static void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 	size_t used = 0;
 
 	for (off_t i = off; i < (off_t)entries->len + 2; i++) {
-		ImapfsAttr dot = { .ino = ino, .kind = IMAPFS_NODE_DIR };
+		ImapfsAttr dot = {.ino = ino, .kind = IMAPFS_NODE_DIR};
 		const char *name = i == 0 ? "." : i == 1 ? ".." : NULL;
 		const ImapfsAttr *attr = &dot;
 		if (name == NULL) {
@@ -307,8 +309,8 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 {
 	GError *error = NULL;
 	g_autofree char *buf = g_malloc(size);
-	gssize n = imapfs_tree_read(fs_of(req)->tree, ino, off, size, buf,
-				    &error);
+	gssize n =
+	    imapfs_tree_read(fs_of(req)->tree, ino, off, size, buf, &error);
 
 	if (n < 0)
 		reply_error(req, "read", error);
@@ -324,7 +326,7 @@ static void op_release(fuse_req_t req, fuse_ino_t ino,
 
 static void op_statfs(fuse_req_t req, fuse_ino_t ino)
 {
-	struct statvfs st = { 0 };
+	struct statvfs st = {0};
 
 	st.f_bsize = st.f_frsize = 4096;
 	st.f_namemax = 255;
@@ -408,32 +410,32 @@ static void op_removexattr(fuse_req_t req, fuse_ino_t ino, const char *name)
 }
 
 static const struct fuse_lowlevel_ops ops = {
-	.init = op_init,
-	.lookup = op_lookup,
-	.forget = op_forget,
-	.forget_multi = op_forget_multi,
-	.getattr = op_getattr,
-	.setattr = op_setattr,
-	.mknod = op_mknod,
-	.mkdir = op_mkdir,
-	.unlink = op_unlink,
-	.rmdir = op_unlink,
-	.symlink = op_symlink,
-	.rename = op_rename,
-	.link = op_link,
-	.open = op_open,
-	.read = op_read,
-	.release = op_release,
-	.opendir = op_opendir,
-	.readdir = op_readdir,
-	.readdirplus = op_readdirplus,
-	.releasedir = op_releasedir,
-	.statfs = op_statfs,
-	.setxattr = op_setxattr,
-	.getxattr = op_getxattr,
-	.listxattr = op_listxattr,
-	.removexattr = op_removexattr,
-	.create = op_create,
+    .init = op_init,
+    .lookup = op_lookup,
+    .forget = op_forget,
+    .forget_multi = op_forget_multi,
+    .getattr = op_getattr,
+    .setattr = op_setattr,
+    .mknod = op_mknod,
+    .mkdir = op_mkdir,
+    .unlink = op_unlink,
+    .rmdir = op_unlink,
+    .symlink = op_symlink,
+    .rename = op_rename,
+    .link = op_link,
+    .open = op_open,
+    .read = op_read,
+    .release = op_release,
+    .opendir = op_opendir,
+    .readdir = op_readdir,
+    .readdirplus = op_readdirplus,
+    .releasedir = op_releasedir,
+    .statfs = op_statfs,
+    .setxattr = op_setxattr,
+    .getxattr = op_getxattr,
+    .listxattr = op_listxattr,
+    .removexattr = op_removexattr,
+    .create = op_create,
 };
 
 const struct fuse_lowlevel_ops *imapfs_fs_ops(void)

@@ -33,9 +33,8 @@ static const char *level_prefix(GLogLevelFlags level)
 	return "";
 }
 
-static GLogWriterOutput write_log(GLogLevelFlags level,
-				  const GLogField *fields, gsize n_fields,
-				  gpointer user_data)
+static GLogWriterOutput write_log(GLogLevelFlags level, const GLogField *fields,
+				  gsize n_fields, gpointer user_data)
 {
 	const char *message = "";
 
@@ -60,9 +59,9 @@ void imapfs_log_init(guint mask)
 
 	trace_mask = mask;
 	if (g_once_init_enter(&installed))
-		g_once_init_leave(&installed,
-				  (g_log_set_writer_func(write_log, NULL, NULL),
-				   1));
+		g_once_init_leave(
+		    &installed,
+		    (g_log_set_writer_func(write_log, NULL, NULL), 1));
 }
 
 void imapfs_log_use_syslog(void)

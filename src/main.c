@@ -32,20 +32,16 @@ typedef struct {
 	gboolean show_help;
 	gboolean show_version;
 	ImapfsFsOwner owner;
-	GError *error;		/* the first bad argument */
+	GError *error; /* the first bad argument */
 } Args;
 
 enum { KEY_HELP, KEY_VERSION, KEY_FOREGROUND, KEY_DEBUG };
 
 static const struct fuse_opt option_spec[] = {
-	FUSE_OPT_KEY("-h", KEY_HELP),
-	FUSE_OPT_KEY("--help", KEY_HELP),
-	FUSE_OPT_KEY("-V", KEY_VERSION),
-	FUSE_OPT_KEY("--version", KEY_VERSION),
-	FUSE_OPT_KEY("-f", KEY_FOREGROUND),
-	FUSE_OPT_KEY("-d", KEY_DEBUG),
-	FUSE_OPT_KEY("debug", KEY_DEBUG),
-	FUSE_OPT_END,
+    FUSE_OPT_KEY("-h", KEY_HELP),	FUSE_OPT_KEY("--help", KEY_HELP),
+    FUSE_OPT_KEY("-V", KEY_VERSION),	FUSE_OPT_KEY("--version", KEY_VERSION),
+    FUSE_OPT_KEY("-f", KEY_FOREGROUND), FUSE_OPT_KEY("-d", KEY_DEBUG),
+    FUSE_OPT_KEY("debug", KEY_DEBUG),	FUSE_OPT_END,
 };
 
 static void usage(const char *prog)
@@ -185,7 +181,7 @@ static ImapfsPool *connect_account(ImapfsConfig *cfg, GError **error)
 	if (password == NULL)
 		return NULL;
 	ImapfsTlsContext *tls = imapfs_tls_context_new(
-		cfg->cafile, cfg->capath, cfg->tls_insecure, error);
+	    cfg->cafile, cfg->capath, cfg->tls_insecure, error);
 	if (tls == NULL) {
 		imapfs_secret_free(password);
 		return NULL;
@@ -235,8 +231,7 @@ static int serve(struct fuse_args *fargs, Args *a, ImapfsTree *tree)
 		goto out_unmount;
 	if (!a->foreground)
 		imapfs_log_use_syslog();
-	struct fuse_loop_config loop = { .clone_fd = 0,
-					 .max_idle_threads = 10 };
+	struct fuse_loop_config loop = {.clone_fd = 0, .max_idle_threads = 10};
 	ret = fuse_session_loop_mt(se, &loop) != 0;
 out_unmount:
 	fuse_session_unmount(se);
@@ -259,8 +254,7 @@ static int run(struct fuse_args *fargs, Args *a)
 	if (pool == NULL)
 		return fail(NULL, error);
 	ImapfsBlockCache *cache = imapfs_block_cache_new(
-		pool, a->cfg->cache == IMAPFS_CACHE_NONE ? 0
-							 : MEMORY_CACHE_BYTES);
+	    pool, a->cfg->cache == IMAPFS_CACHE_NONE ? 0 : MEMORY_CACHE_BYTES);
 	ImapfsTree *tree = imapfs_tree_new(a->cfg, pool, cache);
 	if (!imapfs_tree_load(tree, &error))
 		ret = fail(NULL, error);
@@ -298,7 +292,7 @@ static void args_clear(Args *a)
 int main(int argc, char **argv)
 {
 	struct fuse_args fargs = FUSE_ARGS_INIT(argc, argv);
-	Args a = { .cfg = imapfs_config_new() };
+	Args a = {.cfg = imapfs_config_new()};
 	GError *error = NULL;
 	int ret;
 

@@ -12,10 +12,10 @@ struct ImapfsPool {
 	char *password;
 	GMutex lock;
 	GCond available;
-	GQueue idle;		/* ImapfsSession *; protected by lock */
-	GPtrArray *busy;	/* sessions handed out; protected by lock */
-	guint count;		/* idle + busy + being opened; protected by lock */
-	gboolean shut_down;	/* protected by lock */
+	GQueue idle;	    /* ImapfsSession *; protected by lock */
+	GPtrArray *busy;    /* sessions handed out; protected by lock */
+	guint count;	    /* idle + busy + being opened; protected by lock */
+	gboolean shut_down; /* protected by lock */
 };
 
 ImapfsPool *imapfs_pool_new(const ImapfsConfig *cfg, ImapfsTlsContext *tls,
@@ -64,8 +64,8 @@ void imapfs_pool_shutdown(ImapfsPool *pool)
 /* Opens a new session; the caller has already counted it. */
 static ImapfsSession *open_session(ImapfsPool *pool, GError **error)
 {
-	ImapfsSession *s = imapfs_session_new(pool->cfg, pool->tls,
-					      pool->password);
+	ImapfsSession *s =
+	    imapfs_session_new(pool->cfg, pool->tls, pool->password);
 
 	imapfs_trace(IMAPFS_TRACE_POOL, "pool: opening a connection");
 	if (!imapfs_session_open(s, error)) {

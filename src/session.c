@@ -24,11 +24,11 @@ typedef gboolean (*ContinueFunc)(ImapfsSession *s, ImapfsResponse *resp,
 /* A partial body being received for imapfs_session_fetch_body(). */
 typedef struct {
 	guint32 uid;
-	guint64 offset;		/* window wanted: [offset, offset + len) */
+	guint64 offset; /* window wanted: [offset, offset + len) */
 	gsize len;
-	GByteArray *pending;	/* window bytes of the literal in flight */
-	guint64 lit_pos;	/* message offset of the next literal byte */
-	gboolean found;		/* a FETCH for uid delivered a body */
+	GByteArray *pending; /* window bytes of the literal in flight */
+	guint64 lit_pos;     /* message offset of the next literal byte */
+	gboolean found;	     /* a FETCH for uid delivered a body */
 	GByteArray *out;
 } BodyFetch;
 
@@ -39,23 +39,24 @@ struct ImapfsSession {
 	ImapfsSessionState state;
 	ImapfsStream *stream;
 	ImapfsParser *parser;
-	guint8 *rbuf;		/* bytes read but not yet parsed */
+	guint8 *rbuf; /* bytes read but not yet parsed */
 	gsize rbuf_pos, rbuf_len;
 	guint caps;
-	gboolean caps_seen;	/* caps came from the server since last reset */
+	gboolean caps_seen; /* caps came from the server since last reset */
 	gboolean utf8;
 	guint tag_counter;
 	char *selected;
 	ImapfsMailboxState mbox;
-	char *bye_text;		/* set when the server said BYE */
-	BodyFetch *body;	/* the body fetch in flight, or NULL */
+	char *bye_text;	 /* set when the server said BYE */
+	BodyFetch *body; /* the body fetch in flight, or NULL */
 };
 
 static const char *state_name(ImapfsSessionState state)
 {
 	static const char *const names[] = {
-		"disconnected", "connecting", "not-authenticated",
-		"authenticated", "selected", "logout", "broken",
+	    "disconnected",  "connecting", "not-authenticated",
+	    "authenticated", "selected",   "logout",
+	    "broken",
 	};
 	return names[state];
 }
@@ -156,8 +157,8 @@ static ImapfsResponse *read_response(ImapfsSession *s, GError **error)
 		ImapfsResponse *resp = NULL;
 		const char *why = NULL;
 		ImapfsParseResult r = imapfs_parser_feed(
-			s->parser, s->rbuf + s->rbuf_pos,
-			s->rbuf_len - s->rbuf_pos, &used, &resp, &why);
+		    s->parser, s->rbuf + s->rbuf_pos, s->rbuf_len - s->rbuf_pos,
+		    &used, &resp, &why);
 		s->rbuf_pos += used;
 		if (r == IMAPFS_PARSE_RESPONSE)
 			return resp;
@@ -187,23 +188,23 @@ static void set_capabilities(ImapfsSession *s, GPtrArray *words, guint first)
 		const char *name;
 		ImapfsCapability cap;
 	} known[] = {
-		{ "IMAP4rev1", IMAPFS_CAP_IMAP4REV1 },
-		{ "IMAP4rev2", IMAPFS_CAP_IMAP4REV2 },
-		{ "STARTTLS", IMAPFS_CAP_STARTTLS },
-		{ "LOGINDISABLED", IMAPFS_CAP_LOGINDISABLED },
-		{ "SASL-IR", IMAPFS_CAP_SASL_IR },
-		{ "AUTH=PLAIN", IMAPFS_CAP_AUTH_PLAIN },
-		{ "AUTH=LOGIN", IMAPFS_CAP_AUTH_LOGIN },
-		{ "ENABLE", IMAPFS_CAP_ENABLE },
-		{ "UTF8=ACCEPT", IMAPFS_CAP_UTF8_ACCEPT },
-		{ "CONDSTORE", IMAPFS_CAP_CONDSTORE },
-		{ "QRESYNC", IMAPFS_CAP_QRESYNC },
-		{ "UIDPLUS", IMAPFS_CAP_UIDPLUS },
-		{ "MOVE", IMAPFS_CAP_MOVE },
-		{ "IDLE", IMAPFS_CAP_IDLE },
-		{ "BINARY", IMAPFS_CAP_BINARY },
-		{ "SPECIAL-USE", IMAPFS_CAP_SPECIAL_USE },
-		{ "LITERAL+", IMAPFS_CAP_LITERAL_PLUS },
+	    {"IMAP4rev1", IMAPFS_CAP_IMAP4REV1},
+	    {"IMAP4rev2", IMAPFS_CAP_IMAP4REV2},
+	    {"STARTTLS", IMAPFS_CAP_STARTTLS},
+	    {"LOGINDISABLED", IMAPFS_CAP_LOGINDISABLED},
+	    {"SASL-IR", IMAPFS_CAP_SASL_IR},
+	    {"AUTH=PLAIN", IMAPFS_CAP_AUTH_PLAIN},
+	    {"AUTH=LOGIN", IMAPFS_CAP_AUTH_LOGIN},
+	    {"ENABLE", IMAPFS_CAP_ENABLE},
+	    {"UTF8=ACCEPT", IMAPFS_CAP_UTF8_ACCEPT},
+	    {"CONDSTORE", IMAPFS_CAP_CONDSTORE},
+	    {"QRESYNC", IMAPFS_CAP_QRESYNC},
+	    {"UIDPLUS", IMAPFS_CAP_UIDPLUS},
+	    {"MOVE", IMAPFS_CAP_MOVE},
+	    {"IDLE", IMAPFS_CAP_IDLE},
+	    {"BINARY", IMAPFS_CAP_BINARY},
+	    {"SPECIAL-USE", IMAPFS_CAP_SPECIAL_USE},
+	    {"LITERAL+", IMAPFS_CAP_LITERAL_PLUS},
 	};
 
 	s->caps = 0;
@@ -273,7 +274,8 @@ static gboolean handle_common(ImapfsSession *s, ImapfsResponse *resp)
 	return TRUE;
 }
 
-/* --- commands --------------------------------------------------------------- */
+/* --- commands ---------------------------------------------------------------
+ */
 
 static ImapfsErrorCode code_to_error(GPtrArray *code, ImapfsErrorCode dflt)
 {
@@ -281,14 +283,14 @@ static ImapfsErrorCode code_to_error(GPtrArray *code, ImapfsErrorCode dflt)
 		const char *name;
 		ImapfsErrorCode error;
 	} map[] = {
-		{ "NONEXISTENT", IMAPFS_ERROR_NONEXISTENT },
-		{ "TRYCREATE", IMAPFS_ERROR_NONEXISTENT },
-		{ "ALREADYEXISTS", IMAPFS_ERROR_ALREADYEXISTS },
-		{ "OVERQUOTA", IMAPFS_ERROR_OVERQUOTA },
-		{ "NOPERM", IMAPFS_ERROR_NOPERM },
-		{ "AUTHENTICATIONFAILED", IMAPFS_ERROR_AUTH },
-		{ "AUTHORIZATIONFAILED", IMAPFS_ERROR_AUTH },
-		{ "EXPIRED", IMAPFS_ERROR_AUTH },
+	    {"NONEXISTENT", IMAPFS_ERROR_NONEXISTENT},
+	    {"TRYCREATE", IMAPFS_ERROR_NONEXISTENT},
+	    {"ALREADYEXISTS", IMAPFS_ERROR_ALREADYEXISTS},
+	    {"OVERQUOTA", IMAPFS_ERROR_OVERQUOTA},
+	    {"NOPERM", IMAPFS_ERROR_NOPERM},
+	    {"AUTHENTICATIONFAILED", IMAPFS_ERROR_AUTH},
+	    {"AUTHORIZATIONFAILED", IMAPFS_ERROR_AUTH},
+	    {"EXPIRED", IMAPFS_ERROR_AUTH},
 	};
 
 	if (code == NULL || code->len == 0)
@@ -338,7 +340,7 @@ static gboolean fail_continuation(ImapfsSession *s, GError **error)
 }
 
 typedef struct {
-	const char *what;	/* the command name, for messages */
+	const char *what; /* the command name, for messages */
 	UntaggedFunc untagged;
 	ContinueFunc cont;
 	gpointer ctx;
@@ -379,8 +381,8 @@ static gboolean wait_tagged(ImapfsSession *s, const char *tag,
  * @line in traces when it holds a secret. @line is wiped afterwards when
  * it is secret, since it lives in the caller's buffer.
  */
-static gboolean run(ImapfsSession *s, const char *line,
-		    const char *trace_line, const Command *cmd, GError **error)
+static gboolean run(ImapfsSession *s, const char *line, const char *trace_line,
+		    const Command *cmd, GError **error)
 {
 	char tag[16];
 
@@ -402,7 +404,7 @@ static gboolean run(ImapfsSession *s, const char *line,
 
 static gboolean run_simple(ImapfsSession *s, const char *line, GError **error)
 {
-	Command cmd = { .what = line };
+	Command cmd = {.what = line};
 
 	return run(s, line, NULL, &cmd, error);
 }
@@ -545,7 +547,7 @@ static gboolean plain_continue(ImapfsSession *s, ImapfsResponse *resp,
 static gboolean auth_plain(ImapfsSession *s, GError **error)
 {
 	gboolean sent = FALSE;
-	Command cmd = { "AUTHENTICATE", NULL, plain_continue, &sent };
+	Command cmd = {"AUTHENTICATE", NULL, plain_continue, &sent};
 
 	if (!imapfs_session_has(s, IMAPFS_CAP_SASL_IR))
 		return run(s, "AUTHENTICATE PLAIN", NULL, &cmd, error);
@@ -553,8 +555,8 @@ static gboolean auth_plain(ImapfsSession *s, GError **error)
 	char *line = g_strconcat("AUTHENTICATE PLAIN ", b64, NULL);
 	gsize len = strlen(line);
 	sent = TRUE;
-	gboolean ok = run(s, line, "AUTHENTICATE PLAIN <redacted>", &cmd,
-			  error);
+	gboolean ok =
+	    run(s, line, "AUTHENTICATE PLAIN <redacted>", &cmd, error);
 	OPENSSL_cleanse(b64, strlen(b64));
 	OPENSSL_cleanse(line, len);
 	g_free(b64);
@@ -565,7 +567,7 @@ static gboolean auth_plain(ImapfsSession *s, GError **error)
 static gboolean auth_login(ImapfsSession *s, GError **error)
 {
 	g_autoptr(GString) line = g_string_new("LOGIN ");
-	Command cmd = { .what = "LOGIN" };
+	Command cmd = {.what = "LOGIN"};
 	gboolean ok;
 
 	if (imapfs_session_has(s, IMAPFS_CAP_LOGINDISABLED)) {
@@ -615,8 +617,8 @@ static gboolean login(ImapfsSession *s, GError **error)
 		if (local->code == IMAPFS_ERROR_NO ||
 		    local->code == IMAPFS_ERROR_BAD) {
 			local->code = IMAPFS_ERROR_AUTH;
-			g_prefix_error(&local, "login as \"%s\" failed: ",
-				       s->cfg->user);
+			g_prefix_error(
+			    &local, "login as \"%s\" failed: ", s->cfg->user);
 		}
 		g_propagate_error(error, local);
 		return FALSE;
@@ -701,7 +703,7 @@ void imapfs_session_free(ImapfsSession *s)
 	if (imapfs_session_is_usable(s)) {
 		imapfs_stream_set_timeout(s->stream, LOGOUT_TIMEOUT_MS);
 		enter_state(s, IMAPFS_SESSION_LOGOUT);
-		Command cmd = { .what = "LOGOUT" };
+		Command cmd = {.what = "LOGOUT"};
 		/* BYE is expected here; its "failure" is the normal end. */
 		run(s, "LOGOUT", NULL, &cmd, NULL);
 	}
@@ -713,7 +715,8 @@ void imapfs_session_free(ImapfsSession *s)
 	g_free(s);
 }
 
-/* --- LIST ------------------------------------------------------------------- */
+/* --- LIST -------------------------------------------------------------------
+ */
 
 void imapfs_list_entry_free(gpointer p)
 {
@@ -767,10 +770,10 @@ static void on_list(ImapfsSession *s, ImapfsResponse *resp, gpointer ctx)
 GPtrArray *imapfs_session_list(ImapfsSession *s, const char *reference,
 			       const char *pattern, GError **error)
 {
-	g_autoptr(GPtrArray) out = g_ptr_array_new_with_free_func(
-		imapfs_list_entry_free);
+	g_autoptr(GPtrArray) out =
+	    g_ptr_array_new_with_free_func(imapfs_list_entry_free);
 	g_autoptr(GString) line = g_string_new("LIST ");
-	Command cmd = { "LIST", on_list, NULL, out };
+	Command cmd = {"LIST", on_list, NULL, out};
 
 	if (!build_quoted(s, line, reference, error))
 		return NULL;
@@ -782,13 +785,14 @@ GPtrArray *imapfs_session_list(ImapfsSession *s, const char *reference,
 	return g_steal_pointer(&out);
 }
 
-/* --- EXAMINE ------------------------------------------------------------------ */
+/* --- EXAMINE
+ * ------------------------------------------------------------------ */
 
 gboolean imapfs_session_examine(ImapfsSession *s, const char *mailbox,
 				ImapfsMailboxState *state_r, GError **error)
 {
 	g_autoptr(GString) line = g_string_new("EXAMINE ");
-	Command cmd = { .what = "EXAMINE" };
+	Command cmd = {.what = "EXAMINE"};
 
 	if (!build_quoted(s, line, mailbox, error))
 		return FALSE;
@@ -809,7 +813,8 @@ gboolean imapfs_session_examine(ImapfsSession *s, const char *mailbox,
 	return TRUE;
 }
 
-/* --- FETCH -------------------------------------------------------------------- */
+/* --- FETCH
+ * -------------------------------------------------------------------- */
 
 void imapfs_message_info_clear(gpointer p)
 {
@@ -836,7 +841,7 @@ static gboolean parse_internaldate(const char *str, gint64 *time_r)
 	    hh > 23 || mm > 59 || ss > 60 || year < 1900 || year > 9999)
 		return FALSE;
 	g_autoptr(GDateTime) utc = g_date_time_new_utc(
-		year, (int)(m - months) / 3 + 1, day, hh, mm, ss);
+	    year, (int)(m - months) / 3 + 1, day, hh, mm, ss);
 	if (utc == NULL)
 		return FALSE;
 	gint64 offset = (zone / 100) * 3600 + (zone % 100) * 60;
@@ -882,7 +887,7 @@ static void on_index(ImapfsSession *s, ImapfsResponse *resp, gpointer ctx)
 {
 	GArray *out = ctx;
 	GPtrArray *items = fetch_items(resp);
-	ImapfsMessageInfo info = { 0 };
+	ImapfsMessageInfo info = {0};
 	guint64 size;
 
 	/* Replies lacking what we asked for are flag updates or noise. */
@@ -890,8 +895,8 @@ static void on_index(ImapfsSession *s, ImapfsResponse *resp, gpointer ctx)
 	    info.uid == 0 ||
 	    !imapfs_arg_number(fetch_item(items, "RFC822.SIZE"), &size) ||
 	    !parse_internaldate(
-		    imapfs_arg_str(fetch_item(items, "INTERNALDATE")),
-		    &info.internaldate))
+		imapfs_arg_str(fetch_item(items, "INTERNALDATE")),
+		&info.internaldate))
 		return;
 	info.size = size;
 	info.flags = join_flags(fetch_item(items, "FLAGS"));
@@ -912,10 +917,11 @@ static void sort_unique(GArray *msgs)
 
 	g_array_sort(msgs, cmp_uid);
 	for (guint i = 0; i < msgs->len; i++) {
-		ImapfsMessageInfo *m = &g_array_index(msgs, ImapfsMessageInfo, i);
+		ImapfsMessageInfo *m =
+		    &g_array_index(msgs, ImapfsMessageInfo, i);
 		if (keep > 0 &&
 		    g_array_index(msgs, ImapfsMessageInfo, keep - 1).uid ==
-			    m->uid) {
+			m->uid) {
 			imapfs_message_info_clear(m);
 			continue;
 		}
@@ -926,15 +932,15 @@ static void sort_unique(GArray *msgs)
 
 GArray *imapfs_session_fetch_index(ImapfsSession *s, GError **error)
 {
-	g_autoptr(GArray) out = g_array_new(FALSE, TRUE,
-					    sizeof(ImapfsMessageInfo));
-	Command cmd = { "UID FETCH", on_index, NULL, out };
+	g_autoptr(GArray) out =
+	    g_array_new(FALSE, TRUE, sizeof(ImapfsMessageInfo));
+	Command cmd = {"UID FETCH", on_index, NULL, out};
 
 	g_array_set_clear_func(out, imapfs_message_info_clear);
 	/* "1:*" on an empty mailbox is an error on some servers. */
 	if (s->mbox.exists > 0 &&
-	    !run(s, "UID FETCH 1:* (UID RFC822.SIZE INTERNALDATE FLAGS)",
-		 NULL, &cmd, error))
+	    !run(s, "UID FETCH 1:* (UID RFC822.SIZE INTERNALDATE FLAGS)", NULL,
+		 &cmd, error))
 		return NULL;
 	sort_unique(out);
 	return g_steal_pointer(&out);
@@ -969,8 +975,8 @@ static ImapfsLiteralAction body_begin(gpointer user_data,
 
 	if (!body_key_origin(key, &origin))
 		return size <= imapfs_parser_default_limits.max_inline_literal
-			       ? IMAPFS_LITERAL_INLINE
-			       : IMAPFS_LITERAL_REJECT;
+			   ? IMAPFS_LITERAL_INLINE
+			   : IMAPFS_LITERAL_REJECT;
 	g_byte_array_set_size(bf->pending, 0);
 	bf->lit_pos = origin;
 	return IMAPFS_LITERAL_STREAM;
@@ -1025,13 +1031,14 @@ gboolean imapfs_session_fetch_body(ImapfsSession *s, guint32 uid,
 				   guint64 offset, gsize len, GByteArray *out,
 				   GError **error)
 {
-	static const ImapfsLiteralSink sink = { body_begin, body_data };
+	static const ImapfsLiteralSink sink = {body_begin, body_data};
 	g_autoptr(GByteArray) pending = g_byte_array_new();
-	BodyFetch bf = { uid, offset, len, pending, 0, FALSE, out };
-	Command cmd = { "UID FETCH", on_body, NULL, &bf };
-	g_autofree char *line = g_strdup_printf(
-		"UID FETCH %u (UID BODY.PEEK[]<%" G_GUINT64_FORMAT ".%" G_GSIZE_FORMAT ">)",
-		uid, offset, len);
+	BodyFetch bf = {uid, offset, len, pending, 0, FALSE, out};
+	Command cmd = {"UID FETCH", on_body, NULL, &bf};
+	g_autofree char *line =
+	    g_strdup_printf("UID FETCH %u (UID BODY.PEEK[]<%" G_GUINT64_FORMAT
+			    ".%" G_GSIZE_FORMAT ">)",
+			    uid, offset, len);
 
 	imapfs_parser_set_literal_sink(s->parser, &sink, &bf);
 	gboolean ok = run(s, line, NULL, &cmd, error);

@@ -150,7 +150,7 @@ static long bio_ctrl(BIO *bio, int cmd, long num, void *ptr)
 	case BIO_CTRL_FLUSH:
 		return 1; /* send() keeps nothing in user space */
 	case BIO_CTRL_EOF:
-		/* Lets OpenSSL tell a truncated stream from a reset. */
+		/* Lets OpenSSL 3 name an EOF without close_notify. */
 		return s->peer_eof;
 	default:
 		return 0;

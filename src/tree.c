@@ -22,15 +22,15 @@
  * may still hold its inode number. */
 typedef struct {
 	guint32 slot;
-	char *path;		/* escaped names joined by '/'; "" = root */
-	char *parent_path;	/* NULL for the root */
-	char *file_name;	/* last element of path */
-	char *server_name;	/* NULL: nothing to EXAMINE here */
+	char *path;	   /* escaped names joined by '/'; "" = root */
+	char *parent_path; /* NULL for the root */
+	char *file_name;   /* last element of path */
+	char *server_name; /* NULL: nothing to EXAMINE here */
 	gboolean selectable;
-	gboolean present;	/* in the latest LIST (or the root) */
-	GArray *messages;	/* ImapfsMessageInfo by UID; NULL: not loaded */
+	gboolean present; /* in the latest LIST (or the root) */
+	GArray *messages; /* ImapfsMessageInfo by UID; NULL: not loaded */
 	ImapfsMailboxState state;
-	gint64 listed_at;	/* monotonic time of the listing */
+	gint64 listed_at; /* monotonic time of the listing */
 } Mailbox;
 
 struct ImapfsTree {
@@ -38,11 +38,11 @@ struct ImapfsTree {
 	ImapfsPool *pool;
 	ImapfsBlockCache *cache;
 	gint64 mount_time;
-	char **root_levels;	/* the URL's /MAILBOX split, or NULL */
+	char **root_levels; /* the URL's /MAILBOX split, or NULL */
 	GMutex lock;
-	GPtrArray *slots;	/* Mailbox *, index = slot; protected by lock */
-	GHashTable *by_path;	/* path -> current Mailbox *; protected by lock */
-	gint64 listed_at;	/* last LIST; protected by lock */
+	GPtrArray *slots;    /* Mailbox *, index = slot; protected by lock */
+	GHashTable *by_path; /* path -> current Mailbox *; protected by lock */
+	gint64 listed_at;    /* last LIST; protected by lock */
 };
 
 static void mailbox_free(gpointer p)
@@ -75,8 +75,8 @@ static Mailbox *add_mailbox(ImapfsTree *tree, const char *path)
 	m->slot = tree->slots->len;
 	m->path = g_strdup(path);
 	if (*path)
-		m->parent_path = slash ? g_strndup(path, slash - path)
-				       : g_strdup("");
+		m->parent_path =
+		    slash ? g_strndup(path, slash - path) : g_strdup("");
 	m->file_name = g_strdup(slash ? slash + 1 : path);
 	m->present = TRUE;
 	g_ptr_array_add(tree->slots, m);
@@ -113,7 +113,8 @@ void imapfs_tree_free(ImapfsTree *tree)
 	g_free(tree);
 }
 
-/* --- inode numbers ----------------------------------------------------------- */
+/* --- inode numbers -----------------------------------------------------------
+ */
 
 static guint64 dir_ino(const Mailbox *m)
 {
@@ -160,7 +161,7 @@ static ImapfsMessageInfo *find_message(Mailbox *m, guint32 uid)
 	while (lo < hi) {
 		guint mid = lo + (hi - lo) / 2;
 		ImapfsMessageInfo *info =
-			&g_array_index(m->messages, ImapfsMessageInfo, mid);
+		    &g_array_index(m->messages, ImapfsMessageInfo, mid);
 		if (info->uid == uid)
 			return info;
 		if (info->uid < uid)
@@ -195,7 +196,8 @@ static gboolean fail_noent(GError **error, const char *what)
 	return FALSE;
 }
 
-/* --- the mailbox list ---------------------------------------------------------- */
+/* --- the mailbox list
+ * ---------------------------------------------------------- */
 
 typedef struct {
 	GPtrArray *entries;
@@ -220,8 +222,8 @@ static char **relative_levels(ImapfsTree *tree, char **levels)
 	for (guint i = 0; i < n; i++) {
 		if (levels[i] == NULL)
 			return NULL;
-		gboolean inbox = i == 0 &&
-				 g_ascii_strcasecmp(root[0], "INBOX") == 0;
+		gboolean inbox =
+		    i == 0 && g_ascii_strcasecmp(root[0], "INBOX") == 0;
 		if (inbox ? g_ascii_strcasecmp(levels[0], "INBOX") != 0
 			  : strcmp(levels[i], root[i]) != 0)
 			return NULL;
@@ -266,8 +268,8 @@ static void apply_entry(ImapfsTree *tree, const ImapfsListEntry *e,
 			gboolean utf8)
 {
 	g_autoptr(GError) error = NULL;
-	g_auto(GStrv) levels = imapfs_mailbox_to_levels(e->name, e->delim,
-							utf8, &error);
+	g_auto(GStrv) levels =
+	    imapfs_mailbox_to_levels(e->name, e->delim, utf8, &error);
 
 	if (levels == NULL) {
 		g_warning("skipping mailbox \"%s\": %s", e->name,
@@ -311,7 +313,7 @@ static gboolean apply_list(ImapfsTree *tree, ListResult *r, GError **error)
 
 gboolean imapfs_tree_load(ImapfsTree *tree, GError **error)
 {
-	ListResult r = { 0 };
+	ListResult r = {0};
 	gboolean ok;
 
 	if (!imapfs_pool_run(tree->pool, NULL, 0, TRUE, list_func, &r, error))
@@ -324,20 +326,21 @@ gboolean imapfs_tree_load(ImapfsTree *tree, GError **error)
 static gboolean refresh_list(ImapfsTree *tree, GError **error)
 {
 	g_mutex_lock(&tree->lock);
-	gboolean fresh = g_get_monotonic_time() - tree->listed_at <
-			 LIST_FRESH_US;
+	gboolean fresh =
+	    g_get_monotonic_time() - tree->listed_at < LIST_FRESH_US;
 	g_mutex_unlock(&tree->lock);
 	return fresh || imapfs_tree_load(tree, error);
 }
 
-/* --- message listings ------------------------------------------------------------ */
+/* --- message listings
+ * ------------------------------------------------------------ */
 
 typedef struct {
 	char *server_name;
-	gboolean have;		/* known holds the state of a listing */
+	gboolean have; /* known holds the state of a listing */
 	ImapfsMailboxState known;
 	ImapfsMailboxState state;
-	GArray *messages;	/* NULL: unchanged since known */
+	GArray *messages; /* NULL: unchanged since known */
 } IndexResult;
 
 static gboolean same_state(const ImapfsMailboxState *a,
@@ -379,8 +382,7 @@ static void apply_index(ImapfsTree *tree, const char *path, IndexResult *r)
 	g_mutex_lock(&tree->lock);
 	Mailbox *m = g_hash_table_lookup(tree->by_path, path);
 	if (m && r->messages) {
-		if (m->messages &&
-		    m->state.uidvalidity != r->state.uidvalidity)
+		if (m->messages && m->state.uidvalidity != r->state.uidvalidity)
 			m = renew_slot(tree, m);
 		if (m->messages)
 			g_array_unref(m->messages);
@@ -398,7 +400,7 @@ static void apply_index(ImapfsTree *tree, const char *path, IndexResult *r)
 static gboolean refresh_messages(ImapfsTree *tree, const char *path,
 				 gint64 max_age_us, GError **error)
 {
-	IndexResult r = { 0 };
+	IndexResult r = {0};
 
 	g_mutex_lock(&tree->lock);
 	Mailbox *m = g_hash_table_lookup(tree->by_path, path);
@@ -423,7 +425,8 @@ static gboolean refresh_messages(ImapfsTree *tree, const char *path,
 	return ok;
 }
 
-/* --- operations ------------------------------------------------------------------- */
+/* --- operations
+ * ------------------------------------------------------------------- */
 
 gboolean imapfs_tree_getattr(ImapfsTree *tree, guint64 ino, ImapfsAttr *attr,
 			     GError **error)
@@ -478,9 +481,8 @@ static gboolean lookup_locked(ImapfsTree *tree, Mailbox *dir, const char *name,
 		dir_attr(tree, child, attr);
 		return TRUE;
 	}
-	ImapfsMessageInfo *info = parse_message_name(name, &uid)
-					  ? find_message(dir, uid)
-					  : NULL;
+	ImapfsMessageInfo *info =
+	    parse_message_name(name, &uid) ? find_message(dir, uid) : NULL;
 	if (info)
 		message_attr(dir, info, attr);
 	return info != NULL;
@@ -538,7 +540,7 @@ static GPtrArray *snapshot(ImapfsTree *tree, Mailbox *dir)
 	}
 	for (guint i = 0; dir->messages && i < dir->messages->len; i++) {
 		ImapfsMessageInfo *info =
-			&g_array_index(dir->messages, ImapfsMessageInfo, i);
+		    &g_array_index(dir->messages, ImapfsMessageInfo, i);
 		char *name = g_strdup_printf("%u.eml", info->uid);
 		/* A child mailbox called "5.eml" hides message 5. */
 		if (g_hash_table_contains(names, name)) {
@@ -615,7 +617,7 @@ static void correct_size(ImapfsTree *tree, guint64 ino, guint64 size)
 gboolean imapfs_tree_open(ImapfsTree *tree, guint64 ino, guint64 *size_r,
 			  gboolean *changed_r, GError **error)
 {
-	ImapfsMessageKey key = { 0 };
+	ImapfsMessageKey key = {0};
 	guint64 listed;
 
 	if (!message_key(tree, ino, &key, &listed, error))
@@ -625,7 +627,8 @@ gboolean imapfs_tree_open(ImapfsTree *tree, guint64 ino, guint64 *size_r,
 		return FALSE;
 	*changed_r = *size_r != listed;
 	if (*changed_r) {
-		g_warning("message \"%u.eml\" in \"%s\": the server said %" G_GUINT64_FORMAT
+		g_warning("message \"%u.eml\" in \"%s\": the server said "
+			  "%" G_GUINT64_FORMAT
 			  " bytes but sent %" G_GUINT64_FORMAT,
 			  key.uid, key.mailbox, listed, *size_r);
 		correct_size(tree, ino, *size_r);
@@ -636,7 +639,7 @@ gboolean imapfs_tree_open(ImapfsTree *tree, guint64 ino, guint64 *size_r,
 gssize imapfs_tree_read(ImapfsTree *tree, guint64 ino, guint64 offset,
 			gsize len, char *buf, GError **error)
 {
-	ImapfsMessageKey key = { 0 };
+	ImapfsMessageKey key = {0};
 
 	if (!message_key(tree, ino, &key, NULL, error))
 		return -1;

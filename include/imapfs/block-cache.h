@@ -26,7 +26,7 @@ G_BEGIN_DECLS
 typedef struct ImapfsBlockCache ImapfsBlockCache;
 
 typedef struct {
-	const char *mailbox;	/* server name */
+	const char *mailbox; /* server name */
 	guint32 uidvalidity;
 	guint32 uid;
 } ImapfsMessageKey;

@@ -25,10 +25,10 @@ typedef enum {
 
 typedef struct {
 	/* From the URL. */
-	gboolean implicit_tls;	/* imaps:// (TLS from the first byte) */
-	char *host;		/* without brackets for IPv6 */
-	guint16 port;		/* 993 / 143 unless given */
-	char *user;		/* URL user or user=; NULL until one is given */
+	gboolean implicit_tls; /* imaps:// (TLS from the first byte) */
+	char *host;	       /* without brackets for IPv6 */
+	guint16 port;	       /* 993 / 143 unless given */
+	char *user;	       /* URL user or user=; NULL until one is given */
 	/* The URL's /MAILBOX, percent-decoded, as UTF-8 levels joined by
 	 * '/', without leading or trailing '/'; NULL for the whole account. */
 	char *mailbox;
@@ -36,25 +36,25 @@ typedef struct {
 	/* Options. */
 	char *password_command;
 	char *password_file;
-	char *auth;		/* forced SASL mechanism, upper case, or NULL */
+	char *auth; /* forced SASL mechanism, upper case, or NULL */
 	char *oauth_token_command;
 	char *cafile;
 	char *capath;
 	gboolean tls_insecure;
 	gboolean allow_plaintext;
-	gboolean read_only;	/* "ro" */
-	guint connections;	/* default 4 */
-	char *cache_dir;	/* default set by imapfs_config_finish() */
-	guint64 cache_size;	/* bytes, default 1 GiB */
-	ImapfsCacheMode cache;	/* default disk */
-	gboolean parts;		/* default TRUE */
+	gboolean read_only;    /* "ro" */
+	guint connections;     /* default 4 */
+	char *cache_dir;       /* default set by imapfs_config_finish() */
+	guint64 cache_size;    /* bytes, default 1 GiB */
+	ImapfsCacheMode cache; /* default disk */
+	gboolean parts;	       /* default TRUE */
 	ImapfsDeleteMode delete_mode;
-	guint timeout;		/* seconds, default 60 */
+	guint timeout; /* seconds, default 60 */
 } ImapfsConfig;
 
 typedef enum {
 	IMAPFS_OPTION_OURS,	/* recognized and stored */
-	IMAPFS_OPTION_NOT_OURS,	/* leave it to FUSE */
+	IMAPFS_OPTION_NOT_OURS, /* leave it to FUSE */
 	IMAPFS_OPTION_INVALID,	/* ours, but the value is wrong: see error */
 } ImapfsOptionResult;
 

@@ -15,26 +15,26 @@ G_BEGIN_DECLS
 #define IMAPFS_ERROR (imapfs_error_quark())
 
 typedef enum {
-	IMAPFS_ERROR_FAILED,		/* anything not listed below */
-	IMAPFS_ERROR_CONFIG,		/* bad URL, option or credentials source */
-	IMAPFS_ERROR_RESOLVE,		/* host name could not be resolved */
-	IMAPFS_ERROR_CONNECT,		/* TCP connection refused or unreachable */
-	IMAPFS_ERROR_TLS,		/* TLS handshake or I/O failure */
-	IMAPFS_ERROR_CERTIFICATE,	/* server certificate not trusted */
-	IMAPFS_ERROR_PLAINTEXT,		/* would send credentials in clear */
-	IMAPFS_ERROR_TIMEOUT,		/* peer silent for longer than allowed */
-	IMAPFS_ERROR_DISCONNECTED,	/* EOF, reset, or connection unusable */
-	IMAPFS_ERROR_PROTOCOL,		/* malformed or unexpected server data */
-	IMAPFS_ERROR_BYE,		/* server sent BYE */
-	IMAPFS_ERROR_AUTH,		/* login refused */
-	IMAPFS_ERROR_NO,		/* tagged NO without a more precise code */
-	IMAPFS_ERROR_BAD,		/* tagged BAD */
-	IMAPFS_ERROR_NONEXISTENT,	/* [NONEXISTENT] / [TRYCREATE] */
-	IMAPFS_ERROR_ALREADYEXISTS,	/* [ALREADYEXISTS] */
-	IMAPFS_ERROR_OVERQUOTA,		/* [OVERQUOTA] */
-	IMAPFS_ERROR_NOPERM,		/* [NOPERM] */
+	IMAPFS_ERROR_FAILED,	    /* anything not listed below */
+	IMAPFS_ERROR_CONFIG,	    /* bad URL, option or credentials source */
+	IMAPFS_ERROR_RESOLVE,	    /* host name could not be resolved */
+	IMAPFS_ERROR_CONNECT,	    /* TCP connection refused or unreachable */
+	IMAPFS_ERROR_TLS,	    /* TLS handshake or I/O failure */
+	IMAPFS_ERROR_CERTIFICATE,   /* server certificate not trusted */
+	IMAPFS_ERROR_PLAINTEXT,	    /* would send credentials in clear */
+	IMAPFS_ERROR_TIMEOUT,	    /* peer silent for longer than allowed */
+	IMAPFS_ERROR_DISCONNECTED,  /* EOF, reset, or connection unusable */
+	IMAPFS_ERROR_PROTOCOL,	    /* malformed or unexpected server data */
+	IMAPFS_ERROR_BYE,	    /* server sent BYE */
+	IMAPFS_ERROR_AUTH,	    /* login refused */
+	IMAPFS_ERROR_NO,	    /* tagged NO without a more precise code */
+	IMAPFS_ERROR_BAD,	    /* tagged BAD */
+	IMAPFS_ERROR_NONEXISTENT,   /* [NONEXISTENT] / [TRYCREATE] */
+	IMAPFS_ERROR_ALREADYEXISTS, /* [ALREADYEXISTS] */
+	IMAPFS_ERROR_OVERQUOTA,	    /* [OVERQUOTA] */
+	IMAPFS_ERROR_NOPERM,	    /* [NOPERM] */
 	IMAPFS_ERROR_UIDVALIDITY_CHANGED, /* mailbox recreated under us */
-	IMAPFS_ERROR_UNSUPPORTED,	/* server lacks a needed capability */
+	IMAPFS_ERROR_UNSUPPORTED,	  /* server lacks a needed capability */
 } ImapfsErrorCode;
 
 GQuark imapfs_error_quark(void);

@@ -20,9 +20,9 @@ G_BEGIN_DECLS
 typedef struct ImapfsFs ImapfsFs;
 
 typedef struct {
-	uid_t uid;		/* owner shown for every file (-o uid=) */
-	gid_t gid;		/* -o gid= */
-	mode_t umask;		/* -o umask=, applied to 0555/0444 */
+	uid_t uid;    /* owner shown for every file (-o uid=) */
+	gid_t gid;    /* -o gid= */
+	mode_t umask; /* -o umask=, applied to 0555/0444 */
 } ImapfsFsOwner;
 
 ImapfsFs *imapfs_fs_new(ImapfsTree *tree, const ImapfsFsOwner *owner);

@@ -27,11 +27,11 @@
 G_BEGIN_DECLS
 
 typedef enum {
-	IMAPFS_ARG_ATOM,	/* atom or number; may contain "[...]" sections */
-	IMAPFS_ARG_STRING,	/* quoted string, unescaped */
-	IMAPFS_ARG_LITERAL,	/* {n} or ~{n}; data NULL when it was streamed */
+	IMAPFS_ARG_ATOM,    /* atom or number; may contain "[...]" sections */
+	IMAPFS_ARG_STRING,  /* quoted string, unescaped */
+	IMAPFS_ARG_LITERAL, /* {n} or ~{n}; data NULL when it was streamed */
 	IMAPFS_ARG_NIL,
-	IMAPFS_ARG_LIST,	/* parenthesized list */
+	IMAPFS_ARG_LIST, /* parenthesized list */
 } ImapfsArgType;
 
 typedef struct ImapfsArg ImapfsArg;
@@ -45,17 +45,17 @@ struct ImapfsArg {
 	guint64 len;
 	/* LIST: the elements (ImapfsArg *), owned; NULL otherwise. */
 	GPtrArray *list;
-	gboolean literal8;	/* LITERAL sent as ~{n} */
+	gboolean literal8; /* LITERAL sent as ~{n} */
 };
 
 typedef enum {
-	IMAPFS_RESP_UNTAGGED,		/* "* ..." */
-	IMAPFS_RESP_TAGGED,		/* "A1 OK ..." */
-	IMAPFS_RESP_CONTINUATION,	/* "+ ..." */
+	IMAPFS_RESP_UNTAGGED,	  /* "* ..." */
+	IMAPFS_RESP_TAGGED,	  /* "A1 OK ..." */
+	IMAPFS_RESP_CONTINUATION, /* "+ ..." */
 } ImapfsRespKind;
 
 typedef enum {
-	IMAPFS_STATUS_NONE,	/* not a status response (data, or "+") */
+	IMAPFS_STATUS_NONE, /* not a status response (data, or "+") */
 	IMAPFS_STATUS_OK,
 	IMAPFS_STATUS_NO,
 	IMAPFS_STATUS_BAD,
@@ -65,8 +65,8 @@ typedef enum {
 
 typedef struct {
 	ImapfsRespKind kind;
-	char *tag;		/* TAGGED: the tag; NULL otherwise */
-	ImapfsStatus status;	/* OK/NO/BAD/BYE/PREAUTH, or NONE */
+	char *tag;	     /* TAGGED: the tag; NULL otherwise */
+	ImapfsStatus status; /* OK/NO/BAD/BYE/PREAUTH, or NONE */
 	/*
 	 * Data responses: every word after "*", e.g. "* 12 FETCH (UID 7)"
 	 * gives [ATOM "12", ATOM "FETCH", LIST (ATOM "UID", ATOM "7")] and
@@ -83,12 +83,12 @@ typedef struct {
 } ImapfsResponse;
 
 typedef struct {
-	gsize max_line;		/* bytes of one line, literals excluded */
-	guint max_depth;	/* parenthesis nesting */
-	guint64 max_literal;	/* largest literal accepted, streamed or not */
+	gsize max_line;	     /* bytes of one line, literals excluded */
+	guint max_depth;     /* parenthesis nesting */
+	guint64 max_literal; /* largest literal accepted, streamed or not */
 	gsize max_inline_literal; /* largest literal kept in an ImapfsArg */
-	gsize max_response;	/* all bytes kept for one response */
-	guint max_args;		/* words and list elements in one response */
+	gsize max_response;	  /* all bytes kept for one response */
+	guint max_args;		  /* words and list elements in one response */
 } ImapfsParserLimits;
 
 /* The limits imapfs uses: 64 KiB lines, depth 64, 4 GiB literals,
@@ -96,9 +96,10 @@ typedef struct {
 extern const ImapfsParserLimits imapfs_parser_default_limits;
 
 typedef enum {
-	IMAPFS_LITERAL_INLINE,	/* keep it in the response (size <= inline limit) */
-	IMAPFS_LITERAL_STREAM,	/* hand its bytes to sink->data */
-	IMAPFS_LITERAL_REJECT,	/* parse error */
+	IMAPFS_LITERAL_INLINE, /* keep it in the response (size <= inline limit)
+				*/
+	IMAPFS_LITERAL_STREAM, /* hand its bytes to sink->data */
+	IMAPFS_LITERAL_REJECT, /* parse error */
 } ImapfsLiteralAction;
 
 /*
@@ -121,9 +122,9 @@ typedef struct {
 typedef struct ImapfsParser ImapfsParser;
 
 typedef enum {
-	IMAPFS_PARSE_MORE,	/* all input consumed, response not complete */
-	IMAPFS_PARSE_RESPONSE,	/* *resp_r holds a complete response */
-	IMAPFS_PARSE_ERROR,	/* *error_r says why; see above */
+	IMAPFS_PARSE_MORE,     /* all input consumed, response not complete */
+	IMAPFS_PARSE_RESPONSE, /* *resp_r holds a complete response */
+	IMAPFS_PARSE_ERROR,    /* *error_r says why; see above */
 } ImapfsParseResult;
 
 /* @limits: NULL for imapfs_parser_default_limits. Copied. */

@@ -14,10 +14,10 @@
 G_BEGIN_DECLS
 
 typedef enum {
-	IMAPFS_TRACE_NET = 1 << 0,	/* the IMAP conversation (redacted) */
-	IMAPFS_TRACE_POOL = 1 << 1,	/* connections taken, returned, made */
-	IMAPFS_TRACE_CACHE = 1 << 2,	/* block cache hits, misses, evictions */
-	IMAPFS_TRACE_FUSE = 1 << 3,	/* FUSE requests and replies */
+	IMAPFS_TRACE_NET = 1 << 0,   /* the IMAP conversation (redacted) */
+	IMAPFS_TRACE_POOL = 1 << 1,  /* connections taken, returned, made */
+	IMAPFS_TRACE_CACHE = 1 << 2, /* block cache hits, misses, evictions */
+	IMAPFS_TRACE_FUSE = 1 << 3,  /* FUSE requests and replies */
 	IMAPFS_TRACE_ALL = 0xf,
 } ImapfsTrace;
 
@@ -32,12 +32,12 @@ void imapfs_log_use_syslog(void);
 gboolean imapfs_log_tracing(ImapfsTrace area);
 
 /* A debug message for @area, dropped unless that area is traced. */
-#define imapfs_trace(area, ...)                                      \
-	G_STMT_START                                                 \
-	{                                                            \
-		if (imapfs_log_tracing(area))                        \
+#define imapfs_trace(area, ...)                                          \
+	G_STMT_START                                                     \
+	{                                                                \
+		if (imapfs_log_tracing(area))                            \
 			g_log("imapfs", G_LOG_LEVEL_DEBUG, __VA_ARGS__); \
-	}                                                            \
+	}                                                                \
 	G_STMT_END
 
 G_END_DECLS

@@ -28,7 +28,7 @@ typedef struct ImapfsSession ImapfsSession;
 
 typedef enum {
 	IMAPFS_SESSION_DISCONNECTED,
-	IMAPFS_SESSION_CONNECTING,	/* TCP/TLS up, waiting for greeting */
+	IMAPFS_SESSION_CONNECTING, /* TCP/TLS up, waiting for greeting */
 	IMAPFS_SESSION_NOT_AUTHENTICATED,
 	IMAPFS_SESSION_AUTHENTICATED,
 	IMAPFS_SESSION_SELECTED,
@@ -59,31 +59,31 @@ typedef enum {
 
 /* LIST attributes imapfs uses. */
 typedef enum {
-	IMAPFS_MBOX_NOSELECT = 1 << 0,	/* \Noselect */
+	IMAPFS_MBOX_NOSELECT = 1 << 0,	  /* \Noselect */
 	IMAPFS_MBOX_NONEXISTENT = 1 << 1, /* \NonExistent (implies Noselect) */
 	IMAPFS_MBOX_NOINFERIORS = 1 << 2,
 	IMAPFS_MBOX_HASNOCHILDREN = 1 << 3,
 } ImapfsMailboxFlags;
 
 typedef struct {
-	char *name;	/* as the server sent it (modified UTF-7 or UTF-8) */
-	char delim;	/* hierarchy delimiter, '\0' for NIL */
-	guint flags;	/* ImapfsMailboxFlags */
+	char *name;  /* as the server sent it (modified UTF-7 or UTF-8) */
+	char delim;  /* hierarchy delimiter, '\0' for NIL */
+	guint flags; /* ImapfsMailboxFlags */
 } ImapfsListEntry;
 
 /* What EXAMINE/SELECT reported, kept current by untagged EXISTS. */
 typedef struct {
 	guint32 uidvalidity;
-	guint32 uidnext;	/* 0 if the server did not say */
+	guint32 uidnext; /* 0 if the server did not say */
 	guint32 exists;
-	guint64 highestmodseq;	/* 0 without CONDSTORE */
+	guint64 highestmodseq; /* 0 without CONDSTORE */
 } ImapfsMailboxState;
 
 typedef struct {
 	guint32 uid;
-	guint64 size;		/* RFC822.SIZE */
-	gint64 internaldate;	/* seconds since the epoch, UTC */
-	char *flags;		/* space separated, as sent */
+	guint64 size;	     /* RFC822.SIZE */
+	gint64 internaldate; /* seconds since the epoch, UTC */
+	char *flags;	     /* space separated, as sent */
 } ImapfsMessageInfo;
 
 /*

@@ -26,9 +26,8 @@ typedef struct ImapfsStream ImapfsStream;
  * the minimum. @insecure skips verification entirely (the caller warns).
  * NULL with IMAPFS_ERROR_CONFIG if a file or directory cannot be loaded.
  */
-ImapfsTlsContext *imapfs_tls_context_new(const char *cafile,
-					 const char *capath, gboolean insecure,
-					 GError **error);
+ImapfsTlsContext *imapfs_tls_context_new(const char *cafile, const char *capath,
+					 gboolean insecure, GError **error);
 void imapfs_tls_context_free(ImapfsTlsContext *ctx);
 
 /* Connects over TCP (net.h); the stream starts in plain text.

@@ -42,8 +42,8 @@ typedef enum {
 typedef struct {
 	guint64 ino;
 	ImapfsNodeKind kind;
-	guint64 size;		/* messages: bytes; directories: 0 */
-	gint64 mtime;		/* messages: INTERNALDATE */
+	guint64 size; /* messages: bytes; directories: 0 */
+	gint64 mtime; /* messages: INTERNALDATE */
 } ImapfsAttr;
 
 typedef struct {
