@@ -615,10 +615,11 @@ static gboolean login(ImapfsSession *s, GError **error)
 
 	if (!choose_and_login(s, &local)) {
 		if (local->code == IMAPFS_ERROR_NO ||
-		    local->code == IMAPFS_ERROR_BAD) {
+		    local->code == IMAPFS_ERROR_BAD ||
+		    local->code == IMAPFS_ERROR_AUTH) {
 			local->code = IMAPFS_ERROR_AUTH;
-			g_prefix_error(
-			    &local, "login as \"%s\" failed: ", s->cfg->user);
+			g_prefix_error(&local, "login as \"%s\" failed: ",
+				       s->cfg->user);
 		}
 		g_propagate_error(error, local);
 		return FALSE;

@@ -415,8 +415,10 @@ static gboolean refresh_messages(ImapfsTree *tree, const char *path,
 	g_mutex_unlock(&tree->lock);
 	if (skip)
 		return TRUE;
-	gboolean ok = imapfs_pool_run(tree->pool, r.server_name, 0, TRUE,
-				      index_func, &r, error);
+	/* index_func EXAMINEs by itself: that is how it learns whether the
+	 * mailbox changed, so the pool must not select it first. */
+	gboolean ok = imapfs_pool_run(tree->pool, NULL, 0, TRUE, index_func,
+				      &r, error);
 	if (ok)
 		apply_index(tree, path, &r);
 	if (r.messages)
