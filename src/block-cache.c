@@ -12,7 +12,8 @@ typedef struct {
 } Block;
 
 struct ImapfsBlockCache {
-	ImapfsPool *pool;
+	ImapfsBlockFetchFunc fetch;
+	gpointer fetch_data;
 	guint64 max_bytes;
 	GMutex lock;
 	GHashTable *blocks; /* id -> Block *; protected by lock */
@@ -29,11 +30,14 @@ static void block_free(gpointer p)
 	g_free(b);
 }
 
-ImapfsBlockCache *imapfs_block_cache_new(ImapfsPool *pool, guint64 max_bytes)
+ImapfsBlockCache *imapfs_block_cache_new(guint64 max_bytes,
+					 ImapfsBlockFetchFunc fetch,
+					 gpointer fetch_data)
 {
 	ImapfsBlockCache *cache = g_new0(ImapfsBlockCache, 1);
 
-	cache->pool = pool;
+	cache->fetch = fetch;
+	cache->fetch_data = fetch_data;
 	cache->max_bytes = max_bytes;
 	g_mutex_init(&cache->lock);
 	cache->blocks =
@@ -109,16 +113,29 @@ static void store(ImapfsBlockCache *cache, char *id, GBytes *data)
 typedef struct {
 	guint32 uid;
 	guint64 offset;
+	gsize len;
 	GByteArray *out;
-} FetchBlock;
+} FetchBody;
 
 static gboolean fetch_func(ImapfsSession *s, gpointer data, GError **error)
 {
-	FetchBlock *fb = data;
+	FetchBody *fb = data;
 
+	/* A retry on another connection starts over. */
 	g_byte_array_set_size(fb->out, 0);
-	return imapfs_session_fetch_body(s, fb->uid, fb->offset,
-					 IMAPFS_BLOCK_SIZE, fb->out, error);
+	return imapfs_session_fetch_body(s, fb->uid, fb->offset, fb->len,
+					 fb->out, error);
+}
+
+gboolean imapfs_block_cache_fetch_from_pool(gpointer data,
+					    const ImapfsMessageKey *key,
+					    guint64 offset, gsize len,
+					    GByteArray *out, GError **error)
+{
+	FetchBody fb = {key->uid, offset, len, out};
+
+	return imapfs_pool_run(data, key->mailbox, key->uidvalidity, TRUE,
+			       fetch_func, &fb, error);
 }
 
 /* Block @index of the message, from the cache or the server. */
@@ -131,9 +148,8 @@ static GBytes *get_block(ImapfsBlockCache *cache, const ImapfsMessageKey *key,
 	if (data)
 		return data;
 	g_autoptr(GByteArray) out = g_byte_array_new();
-	FetchBlock fb = {key->uid, index * IMAPFS_BLOCK_SIZE, out};
-	if (!imapfs_pool_run(cache->pool, key->mailbox, key->uidvalidity, TRUE,
-			     fetch_func, &fb, error))
+	if (!cache->fetch(cache->fetch_data, key, index * IMAPFS_BLOCK_SIZE,
+			  IMAPFS_BLOCK_SIZE, out, error))
 		return NULL;
 	data = g_byte_array_free_to_bytes(g_steal_pointer(&out));
 	store(cache, id, data);

@@ -254,7 +254,8 @@ static int run(struct fuse_args *fargs, Args *a)
 	if (pool == NULL)
 		return fail(NULL, error);
 	ImapfsBlockCache *cache = imapfs_block_cache_new(
-	    pool, a->cfg->cache == IMAPFS_CACHE_NONE ? 0 : MEMORY_CACHE_BYTES);
+	    a->cfg->cache == IMAPFS_CACHE_NONE ? 0 : MEMORY_CACHE_BYTES,
+	    imapfs_block_cache_fetch_from_pool, pool);
 	ImapfsTree *tree = imapfs_tree_new(a->cfg, pool, cache);
 	if (!imapfs_tree_load(tree, &error))
 		ret = fail(NULL, error);

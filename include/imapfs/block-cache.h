@@ -6,11 +6,12 @@
  * so a cached block stays valid for ever. This first version keeps blocks
  * in memory, bounded and evicted least-recently-used; the disk tier and
  * prefetch come later behind the same interface. A miss fetches the block
- * with a partial BODY.PEEK[] through the pool.
+ * through a fetch function, normally a partial BODY.PEEK[] through the
+ * pool (imapfs_block_cache_fetch_from_pool).
  *
  * Threads: thread-safe. cache->lock guards the table and the LRU list and
  * is never held while fetching.
- * Ownership: the pool is borrowed and must outlive the cache.
+ * Ownership: the fetch data is borrowed and must outlive the cache.
  */
 #pragma once
 
@@ -31,8 +32,28 @@ typedef struct {
 	guint32 uid;
 } ImapfsMessageKey;
 
-/* @max_bytes: memory the cached blocks may take (0: cache nothing). */
-ImapfsBlockCache *imapfs_block_cache_new(ImapfsPool *pool, guint64 max_bytes);
+/*
+ * Fetches up to @len bytes of the message at @offset into @out (empty on
+ * entry); fewer bytes mean the message ends there. Called without any
+ * cache lock held, from the reading thread.
+ */
+typedef gboolean (*ImapfsBlockFetchFunc)(gpointer data,
+					 const ImapfsMessageKey *key,
+					 guint64 offset, gsize len,
+					 GByteArray *out, GError **error);
+
+/* The fetcher for a real mount: a partial UID FETCH BODY.PEEK[] through
+ * the pool given as @data (an ImapfsPool *). */
+gboolean imapfs_block_cache_fetch_from_pool(gpointer data,
+					    const ImapfsMessageKey *key,
+					    guint64 offset, gsize len,
+					    GByteArray *out, GError **error);
+
+/* @max_bytes: memory the cached blocks may take (0: cache nothing).
+ * @fetch and @fetch_data (borrowed) are how a missing block is read. */
+ImapfsBlockCache *imapfs_block_cache_new(guint64 max_bytes,
+					 ImapfsBlockFetchFunc fetch,
+					 gpointer fetch_data);
 void imapfs_block_cache_free(ImapfsBlockCache *cache);
 
 /*
