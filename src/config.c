@@ -9,6 +9,7 @@
 
 #include "imapfs/config.h"
 #include "imapfs/error.h"
+#include "imapfs/log.h"
 
 #define DEFAULT_CONNECTIONS 4
 #define MAX_CONNECTIONS 64
@@ -46,24 +47,6 @@ void imapfs_config_free(ImapfsConfig *cfg)
 	g_free(cfg->capath);
 	g_free(cfg->cache_dir);
 	g_free(cfg);
-}
-
-/* What the user typed may hold control characters or broken UTF-8: keep
- * them out of the terminal and the logs, but let valid UTF-8 through. */
-static char *quote_for_message(const char *s)
-{
-	gboolean valid = g_utf8_validate(s, -1, NULL);
-	GString *out = g_string_new(NULL);
-
-	for (const guchar *p = (const guchar *)s; *p; p++) {
-		if (*p < 0x20 || *p == 0x7f || (*p >= 0x80 && !valid))
-			g_string_append_printf(out, "\\x%02x", *p);
-		else if (*p == '"' || *p == '\\')
-			g_string_append_printf(out, "\\%c", *p);
-		else
-			g_string_append_c(out, (char)*p);
-	}
-	return g_string_free(out, FALSE);
 }
 
 static gboolean has_control_chars(const char *s)
@@ -119,8 +102,8 @@ G_DEFINE_AUTO_CLEANUP_CLEAR_FUNC(ParsedUrl, parsed_url_clear)
 static gboolean url_error(GError **error, const char *url, const char *what,
 			  const char *subject)
 {
-	g_autofree char *qurl = quote_for_message(url);
-	g_autofree char *qsub = subject ? quote_for_message(subject) : NULL;
+	g_autofree char *qurl = imapfs_log_quote(url);
+	g_autofree char *qsub = subject ? imapfs_log_quote(subject) : NULL;
 
 	if (qsub)
 		g_set_error(error, IMAPFS_ERROR, IMAPFS_ERROR_CONFIG,
@@ -168,7 +151,7 @@ static gboolean url_parse_scheme(ParsedUrl *u, const char *url,
 	g_autofree char *scheme = NULL;
 
 	if (!sep) {
-		g_autofree char *q = quote_for_message(url);
+		g_autofree char *q = imapfs_log_quote(url);
 
 		g_set_error(error, IMAPFS_ERROR, IMAPFS_ERROR_CONFIG,
 			    "not an IMAP URL \"%s\": expected "
@@ -348,7 +331,7 @@ gboolean imapfs_config_set_url(ImapfsConfig *cfg, const char *url,
 static gboolean option_error(GError **error, const char *name,
 			     const char *value, const char *expected)
 {
-	g_autofree char *q = quote_for_message(value);
+	g_autofree char *q = imapfs_log_quote(value);
 
 	g_set_error(error, IMAPFS_ERROR, IMAPFS_ERROR_CONFIG,
 		    "invalid %s \"%s\": expected %s", name, q, expected);

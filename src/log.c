@@ -69,3 +69,19 @@ void imapfs_log_use_syslog(void)
 	openlog("imapfs", LOG_PID, LOG_DAEMON);
 	use_syslog = TRUE;
 }
+
+char *imapfs_log_quote(const char *s)
+{
+	gboolean valid = g_utf8_validate(s, -1, NULL);
+	GString *out = g_string_new(NULL);
+
+	for (const guchar *p = (const guchar *)s; *p; p++) {
+		if (*p < 0x20 || *p == 0x7f || (*p >= 0x80 && !valid))
+			g_string_append_printf(out, "\\x%02x", *p);
+		else if (*p == '"' || *p == '\\')
+			g_string_append_printf(out, "\\%c", *p);
+		else
+			g_string_append_c(out, (char)*p);
+	}
+	return g_string_free(out, FALSE);
+}

@@ -12,27 +12,10 @@
 
 #include "imapfs/names.h"
 #include "imapfs/error.h"
+#include "imapfs/log.h"
 
 static const char mutf7_b64[] =
     "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+,";
-
-/* Server data and file names may hold anything: keep control characters,
- * quotes and broken UTF-8 out of messages, but let valid UTF-8 through. */
-static char *quote_for_message(const char *s)
-{
-	gboolean valid = g_utf8_validate(s, -1, NULL);
-	GString *out = g_string_new(NULL);
-
-	for (const guchar *p = (const guchar *)s; *p; p++) {
-		if (*p < 0x20 || *p == 0x7f || (*p >= 0x80 && !valid))
-			g_string_append_printf(out, "\\x%02x", *p);
-		else if (*p == '"' || *p == '\\')
-			g_string_append_printf(out, "\\%c", *p);
-		else
-			g_string_append_c(out, (char)*p);
-	}
-	return g_string_free(out, FALSE);
-}
 
 static gboolean is_printable_ascii(gunichar c)
 {
@@ -164,7 +147,7 @@ char *imapfs_mutf7_decode(const char *mutf7, GError **error)
 	const char *why = NULL;
 
 	if (!mutf7_decode_into(mutf7, out, &why)) {
-		g_autofree char *q = quote_for_message(mutf7);
+		g_autofree char *q = imapfs_log_quote(mutf7);
 
 		g_set_error(
 		    error, IMAPFS_ERROR, IMAPFS_ERROR_PROTOCOL,
@@ -233,7 +216,7 @@ char *imapfs_mutf7_encode(const char *utf8, GError **error)
 	Mutf7Encoder e = {.out = g_string_new(NULL)};
 
 	if (!g_utf8_validate(utf8, -1, NULL)) {
-		g_autofree char *q = quote_for_message(utf8);
+		g_autofree char *q = imapfs_log_quote(utf8);
 
 		g_set_error(error, IMAPFS_ERROR, IMAPFS_ERROR_CONFIG,
 			    "invalid UTF-8 in mailbox name \"%s\"", q);
@@ -309,7 +292,7 @@ char *imapfs_name_unescape(const char *file_name, GError **error)
 	g_autoptr(GString) out = g_string_new(NULL);
 
 	if (!name_unescape_into(file_name, out)) {
-		g_autofree char *q = quote_for_message(file_name);
+		g_autofree char *q = imapfs_log_quote(file_name);
 
 		g_set_error(error, IMAPFS_ERROR, IMAPFS_ERROR_CONFIG,
 			    "invalid mailbox file name \"%s\"", q);
@@ -327,7 +310,7 @@ static char *mailbox_decode(const char *server_name, gboolean utf8,
 		return imapfs_mutf7_decode(server_name, error);
 	if (g_utf8_validate(server_name, -1, NULL))
 		return g_strdup(server_name);
-	q = quote_for_message(server_name);
+	q = imapfs_log_quote(server_name);
 	g_set_error(error, IMAPFS_ERROR, IMAPFS_ERROR_PROTOCOL,
 		    "invalid UTF-8 in mailbox name \"%s\"", q);
 	return NULL;
@@ -357,7 +340,7 @@ char **imapfs_mailbox_to_levels(const char *server_name, char delim,
 		levels = g_strdupv((char *[]){decoded, NULL});
 	for (char **l = levels; *l; l++) {
 		if (**l == '\0') {
-			g_autofree char *q = quote_for_message(server_name);
+			g_autofree char *q = imapfs_log_quote(server_name);
 
 			g_set_error(error, IMAPFS_ERROR, IMAPFS_ERROR_PROTOCOL,
 				    "empty level in mailbox name \"%s\"", q);
@@ -370,7 +353,7 @@ char **imapfs_mailbox_to_levels(const char *server_name, char delim,
 static gboolean mailbox_check_level(const char *level, char delim,
 				    GError **error)
 {
-	g_autofree char *q = quote_for_message(level);
+	g_autofree char *q = imapfs_log_quote(level);
 
 	if (*level == '\0') {
 		g_set_error(error, IMAPFS_ERROR, IMAPFS_ERROR_CONFIG,
@@ -404,7 +387,7 @@ char *imapfs_mailbox_from_levels(const char *const *levels, char delim,
 		return NULL;
 	}
 	if (delim == '\0' && levels[1]) {
-		g_autofree char *q = quote_for_message(levels[1]);
+		g_autofree char *q = imapfs_log_quote(levels[1]);
 
 		g_set_error(error, IMAPFS_ERROR, IMAPFS_ERROR_CONFIG,
 			    "nested mailbox level \"%s\" on a server without "

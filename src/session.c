@@ -307,16 +307,17 @@ static gboolean tagged_result(ImapfsSession *s, ImapfsResponse *resp,
 	handle_code(s, resp->code);
 	if (resp->status == IMAPFS_STATUS_OK)
 		return TRUE;
+	/* Server text goes into logs: no control characters from it. */
+	g_autofree char *text = imapfs_log_quote(resp->text);
 	if (resp->status == IMAPFS_STATUS_NO) {
 		g_set_error(error, IMAPFS_ERROR,
 			    code_to_error(resp->code, IMAPFS_ERROR_NO),
 			    "%s refused by \"%s\": %s", what, s->cfg->host,
-			    resp->text);
+			    text);
 		return FALSE;
 	}
 	g_set_error(error, IMAPFS_ERROR, IMAPFS_ERROR_BAD,
-		    "%s rejected by \"%s\": %s", what, s->cfg->host,
-		    resp->text);
+		    "%s rejected by \"%s\": %s", what, s->cfg->host, text);
 	return FALSE;
 }
 
@@ -618,8 +619,8 @@ static gboolean login(ImapfsSession *s, GError **error)
 		    local->code == IMAPFS_ERROR_BAD ||
 		    local->code == IMAPFS_ERROR_AUTH) {
 			local->code = IMAPFS_ERROR_AUTH;
-			g_prefix_error(&local, "login as \"%s\" failed: ",
-				       s->cfg->user);
+			g_prefix_error(
+			    &local, "login as \"%s\" failed: ", s->cfg->user);
 		}
 		g_propagate_error(error, local);
 		return FALSE;

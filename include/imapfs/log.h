@@ -31,6 +31,12 @@ void imapfs_log_use_syslog(void);
 /* TRUE when traces of @area are wanted; cheap, for guarding expensive work. */
 gboolean imapfs_log_tracing(ImapfsTrace area);
 
+/* @s made safe to show between quotes in a message: control characters,
+ * and every byte of invalid UTF-8, as \xNN; quotes and backslashes
+ * escaped; valid UTF-8 kept. The input may come from the user or the
+ * server. Caller frees. */
+char *imapfs_log_quote(const char *s);
+
 /* A debug message for @area, dropped unless that area is traced. */
 #define imapfs_trace(area, ...)                                          \
 	G_STMT_START                                                     \
