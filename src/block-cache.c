@@ -40,8 +40,8 @@ ImapfsBlockCache *imapfs_block_cache_new(guint64 max_bytes,
 	cache->fetch_data = fetch_data;
 	cache->max_bytes = max_bytes;
 	g_mutex_init(&cache->lock);
-	cache->blocks =
-	    g_hash_table_new_full(g_str_hash, g_str_equal, NULL, block_free);
+	cache->blocks = g_hash_table_new_full(g_str_hash, g_str_equal, NULL,
+					      block_free);
 	g_queue_init(&cache->lru);
 	return cache;
 }

@@ -294,7 +294,7 @@ static gboolean url_parse(ParsedUrl *u, const char *url, GError **error)
 		return FALSE;
 	slash = strchr(rest, '/');
 	authority =
-	    slash ? g_strndup(rest, (gsize)(slash - rest)) : g_strdup(rest);
+		slash ? g_strndup(rest, (gsize)(slash - rest)) : g_strdup(rest);
 	/* A user name may itself contain '@' (alice@example.com). */
 	at = strrchr(authority, '@');
 	if (at &&
@@ -354,7 +354,7 @@ static gboolean parse_auth(ImapfsConfig *cfg, const char *value, GError **error)
 
 	if (strlen(mech) > MAX_SASL_MECH_LEN ||
 	    strspn(mech, "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_") !=
-		strlen(mech))
+		    strlen(mech))
 		return option_error(error, "auth", value,
 				    "a SASL mechanism name such as plain");
 	g_free(cfg->auth);
@@ -433,7 +433,7 @@ static gboolean parse_cache(ImapfsConfig *cfg, const char *value,
 {
 	static const char *const names[] = {"disk", "memory", "none", NULL};
 	static const ImapfsCacheMode modes[] = {
-	    IMAPFS_CACHE_DISK, IMAPFS_CACHE_MEMORY, IMAPFS_CACHE_NONE};
+		IMAPFS_CACHE_DISK, IMAPFS_CACHE_MEMORY, IMAPFS_CACHE_NONE};
 	int i = lookup_word(value, names);
 
 	if (i < 0)
@@ -484,23 +484,23 @@ typedef struct {
 #define FIELD(f) G_STRUCT_OFFSET(ImapfsConfig, f)
 
 static const OptionDesc options[] = {
-    {"user", OPT_CUSTOM, 0, parse_user},
-    {"password_command", OPT_STRING, FIELD(password_command), NULL},
-    {"password_file", OPT_PATH, FIELD(password_file), NULL},
-    {"auth", OPT_CUSTOM, 0, parse_auth},
-    {"oauth_token_command", OPT_STRING, FIELD(oauth_token_command), NULL},
-    {"cafile", OPT_PATH, FIELD(cafile), NULL},
-    {"capath", OPT_PATH, FIELD(capath), NULL},
-    {"tls_insecure", OPT_FLAG, FIELD(tls_insecure), NULL},
-    {"allow_plaintext", OPT_FLAG, FIELD(allow_plaintext), NULL},
-    {"ro", OPT_FLAG, FIELD(read_only), NULL},
-    {"connections", OPT_CUSTOM, 0, parse_connections},
-    {"cache_dir", OPT_PATH, FIELD(cache_dir), NULL},
-    {"cache_size", OPT_CUSTOM, 0, parse_cache_size},
-    {"cache", OPT_CUSTOM, 0, parse_cache},
-    {"parts", OPT_CUSTOM, 0, parse_parts},
-    {"delete", OPT_CUSTOM, 0, parse_delete},
-    {"timeout", OPT_CUSTOM, 0, parse_timeout},
+	{"user", OPT_CUSTOM, 0, parse_user},
+	{"password_command", OPT_STRING, FIELD(password_command), NULL},
+	{"password_file", OPT_PATH, FIELD(password_file), NULL},
+	{"auth", OPT_CUSTOM, 0, parse_auth},
+	{"oauth_token_command", OPT_STRING, FIELD(oauth_token_command), NULL},
+	{"cafile", OPT_PATH, FIELD(cafile), NULL},
+	{"capath", OPT_PATH, FIELD(capath), NULL},
+	{"tls_insecure", OPT_FLAG, FIELD(tls_insecure), NULL},
+	{"allow_plaintext", OPT_FLAG, FIELD(allow_plaintext), NULL},
+	{"ro", OPT_FLAG, FIELD(read_only), NULL},
+	{"connections", OPT_CUSTOM, 0, parse_connections},
+	{"cache_dir", OPT_PATH, FIELD(cache_dir), NULL},
+	{"cache_size", OPT_CUSTOM, 0, parse_cache_size},
+	{"cache", OPT_CUSTOM, 0, parse_cache},
+	{"parts", OPT_CUSTOM, 0, parse_parts},
+	{"delete", OPT_CUSTOM, 0, parse_delete},
+	{"timeout", OPT_CUSTOM, 0, parse_timeout},
 };
 
 static const OptionDesc *option_lookup(const char *name)
@@ -541,7 +541,7 @@ ImapfsOptionResult imapfs_config_parse_option(ImapfsConfig *cfg,
 {
 	const char *eq = strchr(option, '=');
 	g_autofree char *name =
-	    eq ? g_strndup(option, (gsize)(eq - option)) : g_strdup(option);
+		eq ? g_strndup(option, (gsize)(eq - option)) : g_strdup(option);
 	const char *value = eq ? eq + 1 : NULL;
 	const OptionDesc *opt = option_lookup(name);
 

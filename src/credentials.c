@@ -146,9 +146,9 @@ static gboolean spawn_command(const char *cmd, GPid *pid, int *out,
 	/* stdin and stderr are inherited: the command may ask for a
 	 * passphrase (gpg, pass) and should be able to say why it failed. */
 	if (g_spawn_async_with_pipes(
-		NULL, (char **)argv, NULL,
-		G_SPAWN_DO_NOT_REAP_CHILD | G_SPAWN_CHILD_INHERITS_STDIN, NULL,
-		NULL, pid, NULL, out, NULL, &spawn_error))
+		    NULL, (char **)argv, NULL,
+		    G_SPAWN_DO_NOT_REAP_CHILD | G_SPAWN_CHILD_INHERITS_STDIN,
+		    NULL, NULL, pid, NULL, out, NULL, &spawn_error))
 		return TRUE;
 	g_set_error(error, IMAPFS_ERROR, IMAPFS_ERROR_CONFIG,
 		    "cannot run password_command \"%s\": %s", cmd,

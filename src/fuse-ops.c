@@ -27,8 +27,8 @@ ImapfsFs *imapfs_fs_new(ImapfsTree *tree, const ImapfsFsOwner *owner)
 	fs->tree = tree;
 	fs->owner = *owner;
 	g_mutex_init(&fs->lock);
-	fs->lookups =
-	    g_hash_table_new_full(g_int64_hash, g_int64_equal, g_free, NULL);
+	fs->lookups = g_hash_table_new_full(g_int64_hash, g_int64_equal, g_free,
+					    NULL);
 	return fs;
 }
 
@@ -310,7 +310,7 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 	GError *error = NULL;
 	g_autofree char *buf = g_malloc(size);
 	gssize n =
-	    imapfs_tree_read(fs_of(req)->tree, ino, off, size, buf, &error);
+		imapfs_tree_read(fs_of(req)->tree, ino, off, size, buf, &error);
 
 	if (n < 0)
 		reply_error(req, "read", error);
@@ -410,32 +410,32 @@ static void op_removexattr(fuse_req_t req, fuse_ino_t ino, const char *name)
 }
 
 static const struct fuse_lowlevel_ops ops = {
-    .init = op_init,
-    .lookup = op_lookup,
-    .forget = op_forget,
-    .forget_multi = op_forget_multi,
-    .getattr = op_getattr,
-    .setattr = op_setattr,
-    .mknod = op_mknod,
-    .mkdir = op_mkdir,
-    .unlink = op_unlink,
-    .rmdir = op_unlink,
-    .symlink = op_symlink,
-    .rename = op_rename,
-    .link = op_link,
-    .open = op_open,
-    .read = op_read,
-    .release = op_release,
-    .opendir = op_opendir,
-    .readdir = op_readdir,
-    .readdirplus = op_readdirplus,
-    .releasedir = op_releasedir,
-    .statfs = op_statfs,
-    .setxattr = op_setxattr,
-    .getxattr = op_getxattr,
-    .listxattr = op_listxattr,
-    .removexattr = op_removexattr,
-    .create = op_create,
+	.init = op_init,
+	.lookup = op_lookup,
+	.forget = op_forget,
+	.forget_multi = op_forget_multi,
+	.getattr = op_getattr,
+	.setattr = op_setattr,
+	.mknod = op_mknod,
+	.mkdir = op_mkdir,
+	.unlink = op_unlink,
+	.rmdir = op_unlink,
+	.symlink = op_symlink,
+	.rename = op_rename,
+	.link = op_link,
+	.open = op_open,
+	.read = op_read,
+	.release = op_release,
+	.opendir = op_opendir,
+	.readdir = op_readdir,
+	.readdirplus = op_readdirplus,
+	.releasedir = op_releasedir,
+	.statfs = op_statfs,
+	.setxattr = op_setxattr,
+	.getxattr = op_getxattr,
+	.listxattr = op_listxattr,
+	.removexattr = op_removexattr,
+	.create = op_create,
 };
 
 const struct fuse_lowlevel_ops *imapfs_fs_ops(void)

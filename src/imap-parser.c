@@ -13,12 +13,12 @@
 #include "imapfs/imap-parser.h"
 
 const ImapfsParserLimits imapfs_parser_default_limits = {
-    .max_line = 64 * 1024,
-    .max_depth = 64,
-    .max_literal = G_GUINT64_CONSTANT(4) << 30,
-    .max_inline_literal = 1024 * 1024,
-    .max_response = 16 * 1024 * 1024,
-    .max_args = 1000000,
+	.max_line = 64 * 1024,
+	.max_depth = 64,
+	.max_literal = G_GUINT64_CONSTANT(4) << 30,
+	.max_inline_literal = 1024 * 1024,
+	.max_response = 16 * 1024 * 1024,
+	.max_args = 1000000,
 };
 
 typedef enum {
@@ -78,9 +78,9 @@ struct ImapfsParser {
 };
 
 static const char *const status_names[] = {
-    [IMAPFS_STATUS_NONE] = NULL, [IMAPFS_STATUS_OK] = "OK",
-    [IMAPFS_STATUS_NO] = "NO",	 [IMAPFS_STATUS_BAD] = "BAD",
-    [IMAPFS_STATUS_BYE] = "BYE", [IMAPFS_STATUS_PREAUTH] = "PREAUTH",
+	[IMAPFS_STATUS_NONE] = NULL, [IMAPFS_STATUS_OK] = "OK",
+	[IMAPFS_STATUS_NO] = "NO",   [IMAPFS_STATUS_BAD] = "BAD",
+	[IMAPFS_STATUS_BYE] = "BYE", [IMAPFS_STATUS_PREAUTH] = "PREAUTH",
 };
 
 static void arg_free(gpointer data)
@@ -428,8 +428,8 @@ static ImapfsLiteralAction literal_action(ImapfsParser *p, const char **error_r)
 	if (!p->has_sink) {
 		*error_r = "literal too large";
 		return p->lit_size > p->limits.max_inline_literal
-			   ? IMAPFS_LITERAL_REJECT
-			   : IMAPFS_LITERAL_INLINE;
+			       ? IMAPFS_LITERAL_REJECT
+			       : IMAPFS_LITERAL_INLINE;
 	}
 	*error_r = NULL;
 	return p->sink.begin(p->sink_data, p->resp, literal_key(p), p->lit_size,

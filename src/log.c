@@ -60,8 +60,8 @@ void imapfs_log_init(guint mask)
 	trace_mask = mask;
 	if (g_once_init_enter(&installed))
 		g_once_init_leave(
-		    &installed,
-		    (g_log_set_writer_func(write_log, NULL, NULL), 1));
+			&installed,
+			(g_log_set_writer_func(write_log, NULL, NULL), 1));
 }
 
 void imapfs_log_use_syslog(void)

@@ -38,10 +38,14 @@ typedef struct {
 enum { KEY_HELP, KEY_VERSION, KEY_FOREGROUND, KEY_DEBUG };
 
 static const struct fuse_opt option_spec[] = {
-    FUSE_OPT_KEY("-h", KEY_HELP),	FUSE_OPT_KEY("--help", KEY_HELP),
-    FUSE_OPT_KEY("-V", KEY_VERSION),	FUSE_OPT_KEY("--version", KEY_VERSION),
-    FUSE_OPT_KEY("-f", KEY_FOREGROUND), FUSE_OPT_KEY("-d", KEY_DEBUG),
-    FUSE_OPT_KEY("debug", KEY_DEBUG),	FUSE_OPT_END,
+	FUSE_OPT_KEY("-h", KEY_HELP),
+	FUSE_OPT_KEY("--help", KEY_HELP),
+	FUSE_OPT_KEY("-V", KEY_VERSION),
+	FUSE_OPT_KEY("--version", KEY_VERSION),
+	FUSE_OPT_KEY("-f", KEY_FOREGROUND),
+	FUSE_OPT_KEY("-d", KEY_DEBUG),
+	FUSE_OPT_KEY("debug", KEY_DEBUG),
+	FUSE_OPT_END,
 };
 
 static void usage(const char *prog)
@@ -181,7 +185,7 @@ static ImapfsPool *connect_account(ImapfsConfig *cfg, GError **error)
 	if (password == NULL)
 		return NULL;
 	ImapfsTlsContext *tls = imapfs_tls_context_new(
-	    cfg->cafile, cfg->capath, cfg->tls_insecure, error);
+		cfg->cafile, cfg->capath, cfg->tls_insecure, error);
 	if (tls == NULL) {
 		imapfs_secret_free(password);
 		return NULL;
@@ -254,8 +258,8 @@ static int run(struct fuse_args *fargs, Args *a)
 	if (pool == NULL)
 		return fail(NULL, error);
 	ImapfsBlockCache *cache = imapfs_block_cache_new(
-	    a->cfg->cache == IMAPFS_CACHE_NONE ? 0 : MEMORY_CACHE_BYTES,
-	    imapfs_block_cache_fetch_from_pool, pool);
+		a->cfg->cache == IMAPFS_CACHE_NONE ? 0 : MEMORY_CACHE_BYTES,
+		imapfs_block_cache_fetch_from_pool, pool);
 	ImapfsTree *tree = imapfs_tree_new(a->cfg, pool, cache);
 	if (!imapfs_tree_load(tree, &error))
 		ret = fail(NULL, error);

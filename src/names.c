@@ -15,7 +15,7 @@
 #include "imapfs/log.h"
 
 static const char mutf7_b64[] =
-    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+,";
+	"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+,";
 
 static gboolean is_printable_ascii(gunichar c)
 {
@@ -150,9 +150,9 @@ char *imapfs_mutf7_decode(const char *mutf7, GError **error)
 		g_autofree char *q = imapfs_log_quote(mutf7);
 
 		g_set_error(
-		    error, IMAPFS_ERROR, IMAPFS_ERROR_PROTOCOL,
-		    "invalid modified UTF-7 (%s) in mailbox name \"%s\"", why,
-		    q);
+			error, IMAPFS_ERROR, IMAPFS_ERROR_PROTOCOL,
+			"invalid modified UTF-7 (%s) in mailbox name \"%s\"",
+			why, q);
 		return NULL;
 	}
 	return g_string_free(g_steal_pointer(&out), FALSE);

@@ -65,7 +65,7 @@ void imapfs_pool_shutdown(ImapfsPool *pool)
 static ImapfsSession *open_session(ImapfsPool *pool, GError **error)
 {
 	ImapfsSession *s =
-	    imapfs_session_new(pool->cfg, pool->tls, pool->password);
+		imapfs_session_new(pool->cfg, pool->tls, pool->password);
 
 	imapfs_trace(IMAPFS_TRACE_POOL, "pool: opening a connection");
 	if (!imapfs_session_open(s, error)) {

@@ -54,9 +54,9 @@ struct ImapfsSession {
 static const char *state_name(ImapfsSessionState state)
 {
 	static const char *const names[] = {
-	    "disconnected",  "connecting", "not-authenticated",
-	    "authenticated", "selected",   "logout",
-	    "broken",
+		"disconnected",	 "connecting", "not-authenticated",
+		"authenticated", "selected",   "logout",
+		"broken",
 	};
 	return names[state];
 }
@@ -157,8 +157,8 @@ static ImapfsResponse *read_response(ImapfsSession *s, GError **error)
 		ImapfsResponse *resp = NULL;
 		const char *why = NULL;
 		ImapfsParseResult r = imapfs_parser_feed(
-		    s->parser, s->rbuf + s->rbuf_pos, s->rbuf_len - s->rbuf_pos,
-		    &used, &resp, &why);
+			s->parser, s->rbuf + s->rbuf_pos,
+			s->rbuf_len - s->rbuf_pos, &used, &resp, &why);
 		s->rbuf_pos += used;
 		if (r == IMAPFS_PARSE_RESPONSE)
 			return resp;
@@ -188,23 +188,23 @@ static void set_capabilities(ImapfsSession *s, GPtrArray *words, guint first)
 		const char *name;
 		ImapfsCapability cap;
 	} known[] = {
-	    {"IMAP4rev1", IMAPFS_CAP_IMAP4REV1},
-	    {"IMAP4rev2", IMAPFS_CAP_IMAP4REV2},
-	    {"STARTTLS", IMAPFS_CAP_STARTTLS},
-	    {"LOGINDISABLED", IMAPFS_CAP_LOGINDISABLED},
-	    {"SASL-IR", IMAPFS_CAP_SASL_IR},
-	    {"AUTH=PLAIN", IMAPFS_CAP_AUTH_PLAIN},
-	    {"AUTH=LOGIN", IMAPFS_CAP_AUTH_LOGIN},
-	    {"ENABLE", IMAPFS_CAP_ENABLE},
-	    {"UTF8=ACCEPT", IMAPFS_CAP_UTF8_ACCEPT},
-	    {"CONDSTORE", IMAPFS_CAP_CONDSTORE},
-	    {"QRESYNC", IMAPFS_CAP_QRESYNC},
-	    {"UIDPLUS", IMAPFS_CAP_UIDPLUS},
-	    {"MOVE", IMAPFS_CAP_MOVE},
-	    {"IDLE", IMAPFS_CAP_IDLE},
-	    {"BINARY", IMAPFS_CAP_BINARY},
-	    {"SPECIAL-USE", IMAPFS_CAP_SPECIAL_USE},
-	    {"LITERAL+", IMAPFS_CAP_LITERAL_PLUS},
+		{"IMAP4rev1", IMAPFS_CAP_IMAP4REV1},
+		{"IMAP4rev2", IMAPFS_CAP_IMAP4REV2},
+		{"STARTTLS", IMAPFS_CAP_STARTTLS},
+		{"LOGINDISABLED", IMAPFS_CAP_LOGINDISABLED},
+		{"SASL-IR", IMAPFS_CAP_SASL_IR},
+		{"AUTH=PLAIN", IMAPFS_CAP_AUTH_PLAIN},
+		{"AUTH=LOGIN", IMAPFS_CAP_AUTH_LOGIN},
+		{"ENABLE", IMAPFS_CAP_ENABLE},
+		{"UTF8=ACCEPT", IMAPFS_CAP_UTF8_ACCEPT},
+		{"CONDSTORE", IMAPFS_CAP_CONDSTORE},
+		{"QRESYNC", IMAPFS_CAP_QRESYNC},
+		{"UIDPLUS", IMAPFS_CAP_UIDPLUS},
+		{"MOVE", IMAPFS_CAP_MOVE},
+		{"IDLE", IMAPFS_CAP_IDLE},
+		{"BINARY", IMAPFS_CAP_BINARY},
+		{"SPECIAL-USE", IMAPFS_CAP_SPECIAL_USE},
+		{"LITERAL+", IMAPFS_CAP_LITERAL_PLUS},
 	};
 
 	s->caps = 0;
@@ -283,14 +283,14 @@ static ImapfsErrorCode code_to_error(GPtrArray *code, ImapfsErrorCode dflt)
 		const char *name;
 		ImapfsErrorCode error;
 	} map[] = {
-	    {"NONEXISTENT", IMAPFS_ERROR_NONEXISTENT},
-	    {"TRYCREATE", IMAPFS_ERROR_NONEXISTENT},
-	    {"ALREADYEXISTS", IMAPFS_ERROR_ALREADYEXISTS},
-	    {"OVERQUOTA", IMAPFS_ERROR_OVERQUOTA},
-	    {"NOPERM", IMAPFS_ERROR_NOPERM},
-	    {"AUTHENTICATIONFAILED", IMAPFS_ERROR_AUTH},
-	    {"AUTHORIZATIONFAILED", IMAPFS_ERROR_AUTH},
-	    {"EXPIRED", IMAPFS_ERROR_AUTH},
+		{"NONEXISTENT", IMAPFS_ERROR_NONEXISTENT},
+		{"TRYCREATE", IMAPFS_ERROR_NONEXISTENT},
+		{"ALREADYEXISTS", IMAPFS_ERROR_ALREADYEXISTS},
+		{"OVERQUOTA", IMAPFS_ERROR_OVERQUOTA},
+		{"NOPERM", IMAPFS_ERROR_NOPERM},
+		{"AUTHENTICATIONFAILED", IMAPFS_ERROR_AUTH},
+		{"AUTHORIZATIONFAILED", IMAPFS_ERROR_AUTH},
+		{"EXPIRED", IMAPFS_ERROR_AUTH},
 	};
 
 	if (code == NULL || code->len == 0)
@@ -557,7 +557,7 @@ static gboolean auth_plain(ImapfsSession *s, GError **error)
 	gsize len = strlen(line);
 	sent = TRUE;
 	gboolean ok =
-	    run(s, line, "AUTHENTICATE PLAIN <redacted>", &cmd, error);
+		run(s, line, "AUTHENTICATE PLAIN <redacted>", &cmd, error);
 	OPENSSL_cleanse(b64, strlen(b64));
 	OPENSSL_cleanse(line, len);
 	g_free(b64);
@@ -619,8 +619,8 @@ static gboolean login(ImapfsSession *s, GError **error)
 		    local->code == IMAPFS_ERROR_BAD ||
 		    local->code == IMAPFS_ERROR_AUTH) {
 			local->code = IMAPFS_ERROR_AUTH;
-			g_prefix_error(
-			    &local, "login as \"%s\" failed: ", s->cfg->user);
+			g_prefix_error(&local, "login as \"%s\" failed: ",
+				       s->cfg->user);
 		}
 		g_propagate_error(error, local);
 		return FALSE;
@@ -773,7 +773,7 @@ GPtrArray *imapfs_session_list(ImapfsSession *s, const char *reference,
 			       const char *pattern, GError **error)
 {
 	g_autoptr(GPtrArray) out =
-	    g_ptr_array_new_with_free_func(imapfs_list_entry_free);
+		g_ptr_array_new_with_free_func(imapfs_list_entry_free);
 	g_autoptr(GString) line = g_string_new("LIST ");
 	Command cmd = {"LIST", on_list, NULL, out};
 
@@ -843,7 +843,7 @@ static gboolean parse_internaldate(const char *str, gint64 *time_r)
 	    hh > 23 || mm > 59 || ss > 60 || year < 1900 || year > 9999)
 		return FALSE;
 	g_autoptr(GDateTime) utc = g_date_time_new_utc(
-	    year, (int)(m - months) / 3 + 1, day, hh, mm, ss);
+		year, (int)(m - months) / 3 + 1, day, hh, mm, ss);
 	if (utc == NULL)
 		return FALSE;
 	gint64 offset = (zone / 100) * 3600 + (zone % 100) * 60;
@@ -897,8 +897,8 @@ static void on_index(ImapfsSession *s, ImapfsResponse *resp, gpointer ctx)
 	    info.uid == 0 ||
 	    !imapfs_arg_number(fetch_item(items, "RFC822.SIZE"), &size) ||
 	    !parse_internaldate(
-		imapfs_arg_str(fetch_item(items, "INTERNALDATE")),
-		&info.internaldate))
+		    imapfs_arg_str(fetch_item(items, "INTERNALDATE")),
+		    &info.internaldate))
 		return;
 	info.size = size;
 	info.flags = join_flags(fetch_item(items, "FLAGS"));
@@ -920,10 +920,10 @@ static void sort_unique(GArray *msgs)
 	g_array_sort(msgs, cmp_uid);
 	for (guint i = 0; i < msgs->len; i++) {
 		ImapfsMessageInfo *m =
-		    &g_array_index(msgs, ImapfsMessageInfo, i);
+			&g_array_index(msgs, ImapfsMessageInfo, i);
 		if (keep > 0 &&
 		    g_array_index(msgs, ImapfsMessageInfo, keep - 1).uid ==
-			m->uid) {
+			    m->uid) {
 			imapfs_message_info_clear(m);
 			continue;
 		}
@@ -935,7 +935,7 @@ static void sort_unique(GArray *msgs)
 GArray *imapfs_session_fetch_index(ImapfsSession *s, GError **error)
 {
 	g_autoptr(GArray) out =
-	    g_array_new(FALSE, TRUE, sizeof(ImapfsMessageInfo));
+		g_array_new(FALSE, TRUE, sizeof(ImapfsMessageInfo));
 	Command cmd = {"UID FETCH", on_index, NULL, out};
 
 	g_array_set_clear_func(out, imapfs_message_info_clear);
@@ -977,8 +977,8 @@ static ImapfsLiteralAction body_begin(gpointer user_data,
 
 	if (!body_key_origin(key, &origin))
 		return size <= imapfs_parser_default_limits.max_inline_literal
-			   ? IMAPFS_LITERAL_INLINE
-			   : IMAPFS_LITERAL_REJECT;
+			       ? IMAPFS_LITERAL_INLINE
+			       : IMAPFS_LITERAL_REJECT;
 	g_byte_array_set_size(bf->pending, 0);
 	bf->lit_pos = origin;
 	return IMAPFS_LITERAL_STREAM;
@@ -1037,10 +1037,10 @@ gboolean imapfs_session_fetch_body(ImapfsSession *s, guint32 uid,
 	g_autoptr(GByteArray) pending = g_byte_array_new();
 	BodyFetch bf = {uid, offset, len, pending, 0, FALSE, out};
 	Command cmd = {"UID FETCH", on_body, NULL, &bf};
-	g_autofree char *line =
-	    g_strdup_printf("UID FETCH %u (UID BODY.PEEK[]<%" G_GUINT64_FORMAT
-			    ".%" G_GSIZE_FORMAT ">)",
-			    uid, offset, len);
+	g_autofree char *line = g_strdup_printf(
+		"UID FETCH %u (UID BODY.PEEK[]<%" G_GUINT64_FORMAT
+		".%" G_GSIZE_FORMAT ">)",
+		uid, offset, len);
 
 	imapfs_parser_set_literal_sink(s->parser, &sink, &bf);
 	gboolean ok = run(s, line, NULL, &cmd, error);

@@ -227,7 +227,7 @@ ImapfsTlsContext *imapfs_tls_context_new(const char *cafile, const char *capath,
 	/* Partial writes let write_all() restart from where a short write
 	 * stopped; the buffer pointer moves as it does. */
 	SSL_CTX_set_mode(c, SSL_MODE_ENABLE_PARTIAL_WRITE |
-				SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+				    SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
 	SSL_CTX_set_verify(c, insecure ? SSL_VERIFY_NONE : SSL_VERIFY_PEER,
 			   NULL);
 	if (!load_trust(c, cafile, capath, error))

@@ -76,7 +76,7 @@ static Mailbox *add_mailbox(ImapfsTree *tree, const char *path)
 	m->path = g_strdup(path);
 	if (*path)
 		m->parent_path =
-		    slash ? g_strndup(path, slash - path) : g_strdup("");
+			slash ? g_strndup(path, slash - path) : g_strdup("");
 	m->file_name = g_strdup(slash ? slash + 1 : path);
 	m->present = TRUE;
 	g_ptr_array_add(tree->slots, m);
@@ -161,7 +161,7 @@ static ImapfsMessageInfo *find_message(Mailbox *m, guint32 uid)
 	while (lo < hi) {
 		guint mid = lo + (hi - lo) / 2;
 		ImapfsMessageInfo *info =
-		    &g_array_index(m->messages, ImapfsMessageInfo, mid);
+			&g_array_index(m->messages, ImapfsMessageInfo, mid);
 		if (info->uid == uid)
 			return info;
 		if (info->uid < uid)
@@ -223,7 +223,7 @@ static char **relative_levels(ImapfsTree *tree, char **levels)
 		if (levels[i] == NULL)
 			return NULL;
 		gboolean inbox =
-		    i == 0 && g_ascii_strcasecmp(root[0], "INBOX") == 0;
+			i == 0 && g_ascii_strcasecmp(root[0], "INBOX") == 0;
 		if (inbox ? g_ascii_strcasecmp(levels[0], "INBOX") != 0
 			  : strcmp(levels[i], root[i]) != 0)
 			return NULL;
@@ -269,7 +269,7 @@ static void apply_entry(ImapfsTree *tree, const ImapfsListEntry *e,
 {
 	g_autoptr(GError) error = NULL;
 	g_auto(GStrv) levels =
-	    imapfs_mailbox_to_levels(e->name, e->delim, utf8, &error);
+		imapfs_mailbox_to_levels(e->name, e->delim, utf8, &error);
 
 	if (levels == NULL) {
 		g_warning("skipping mailbox \"%s\": %s", e->name,
@@ -327,7 +327,7 @@ static gboolean refresh_list(ImapfsTree *tree, GError **error)
 {
 	g_mutex_lock(&tree->lock);
 	gboolean fresh =
-	    g_get_monotonic_time() - tree->listed_at < LIST_FRESH_US;
+		g_get_monotonic_time() - tree->listed_at < LIST_FRESH_US;
 	g_mutex_unlock(&tree->lock);
 	return fresh || imapfs_tree_load(tree, error);
 }
@@ -417,8 +417,8 @@ static gboolean refresh_messages(ImapfsTree *tree, const char *path,
 		return TRUE;
 	/* index_func EXAMINEs by itself: that is how it learns whether the
 	 * mailbox changed, so the pool must not select it first. */
-	gboolean ok = imapfs_pool_run(tree->pool, NULL, 0, TRUE, index_func,
-				      &r, error);
+	gboolean ok = imapfs_pool_run(tree->pool, NULL, 0, TRUE, index_func, &r,
+				      error);
 	if (ok)
 		apply_index(tree, path, &r);
 	if (r.messages)
@@ -484,7 +484,7 @@ static gboolean lookup_locked(ImapfsTree *tree, Mailbox *dir, const char *name,
 		return TRUE;
 	}
 	ImapfsMessageInfo *info =
-	    parse_message_name(name, &uid) ? find_message(dir, uid) : NULL;
+		parse_message_name(name, &uid) ? find_message(dir, uid) : NULL;
 	if (info)
 		message_attr(dir, info, attr);
 	return info != NULL;
@@ -542,7 +542,7 @@ static GPtrArray *snapshot(ImapfsTree *tree, Mailbox *dir)
 	}
 	for (guint i = 0; dir->messages && i < dir->messages->len; i++) {
 		ImapfsMessageInfo *info =
-		    &g_array_index(dir->messages, ImapfsMessageInfo, i);
+			&g_array_index(dir->messages, ImapfsMessageInfo, i);
 		char *name = g_strdup_printf("%u.eml", info->uid);
 		/* A child mailbox called "5.eml" hides message 5. */
 		if (g_hash_table_contains(names, name)) {

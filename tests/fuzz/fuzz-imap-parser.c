@@ -52,12 +52,12 @@ static gboolean fuzz_data(gpointer user_data, const guint8 *data, gsize len,
 static const ImapfsLiteralSink fuzz_sink = {fuzz_begin, fuzz_data};
 
 static const ImapfsParserLimits tiny_limits = {
-    .max_line = 200,
-    .max_depth = 4,
-    .max_literal = 300,
-    .max_inline_literal = 20,
-    .max_response = 600,
-    .max_args = 30,
+	.max_line = 200,
+	.max_depth = 4,
+	.max_literal = 300,
+	.max_inline_literal = 20,
+	.max_response = 1500,
+	.max_args = 30,
 };
 
 /* Uses every helper on every argument, so that all of them are fuzzed. */
@@ -153,11 +153,11 @@ int LLVMFuzzerTestOneInput(const guint8 *data, size_t size)
 	for (guint l = 0; l < G_N_ELEMENTS(limits); l++) {
 		for (guint s = 0; s < 2; s++) {
 			g_autofree char *whole =
-			    run(data, size, 0, limits[l], s);
+				run(data, size, 0, limits[l], s);
 
 			for (guint mode = 1; mode <= 2; mode++) {
 				g_autofree char *split =
-				    run(data, size, mode, limits[l], s);
+					run(data, size, mode, limits[l], s);
 
 				if (strcmp(whole, split) != 0)
 					abort();

@@ -65,7 +65,7 @@ static void test_small(void)
 {
 	Store st = {pattern(1000)};
 	g_autoptr(ImapfsBlockCache) c =
-	    imapfs_block_cache_new(4 * BS, fake_fetch, &st);
+		imapfs_block_cache_new(4 * BS, fake_fetch, &st);
 
 	check_read(c, &st, 0, 4096, 1000);
 	check_read(c, &st, 10, 20, 20);
@@ -79,7 +79,7 @@ static void test_across_blocks(void)
 {
 	Store st = {pattern(2 * BS + 123)};
 	g_autoptr(ImapfsBlockCache) c =
-	    imapfs_block_cache_new(4 * BS, fake_fetch, &st);
+		imapfs_block_cache_new(4 * BS, fake_fetch, &st);
 
 	check_read(c, &st, BS - 10, 20, 20);
 	g_assert_cmpuint(st.fetches, ==, 2);
@@ -107,20 +107,20 @@ static void test_size(void)
 		guint64 hint;
 		guint max_fetches;
 	} cases[] = {
-	    {1000, 1000, 1},		 /* honest, small: one fetch */
-	    {3 * BS + 5, 3 * BS + 5, 1}, /* honest, large: last block */
-	    {1000, 100, 1},		 /* understated within a block */
-	    {2 * BS + 9, 10, 3},	 /* understated by blocks */
-	    {500, 3 * BS, 2},		 /* overstated: rescan from 0 */
-	    {2 * BS, 2 * BS, 2},	 /* exact multiple of a block */
-	    {0, 0, 1},			 /* empty message */
-	    {0, 5000, 1},		 /* empty, RFC822.SIZE lies */
+		{1000, 1000, 1},	     /* honest, small: one fetch */
+		{3 * BS + 5, 3 * BS + 5, 1}, /* honest, large: last block */
+		{1000, 100, 1},		     /* understated within a block */
+		{2 * BS + 9, 10, 3},	     /* understated by blocks */
+		{500, 3 * BS, 2},	     /* overstated: rescan from 0 */
+		{2 * BS, 2 * BS, 2},	     /* exact multiple of a block */
+		{0, 0, 1},		     /* empty message */
+		{0, 5000, 1},		     /* empty, RFC822.SIZE lies */
 	};
 
 	for (gsize i = 0; i < G_N_ELEMENTS(cases); i++) {
 		Store st = {pattern(cases[i].actual)};
 		g_autoptr(ImapfsBlockCache) c =
-		    imapfs_block_cache_new(8 * BS, fake_fetch, &st);
+			imapfs_block_cache_new(8 * BS, fake_fetch, &st);
 		g_assert_cmpuint(true_size(c, cases[i].hint), ==,
 				 cases[i].actual);
 		g_assert_cmpuint(st.fetches, <=, cases[i].max_fetches);
@@ -137,7 +137,7 @@ static void test_evict(void)
 {
 	Store st = {pattern(3 * BS)};
 	g_autoptr(ImapfsBlockCache) c =
-	    imapfs_block_cache_new(2 * BS, fake_fetch, &st);
+		imapfs_block_cache_new(2 * BS, fake_fetch, &st);
 
 	check_read(c, &st, 0, 1, 1);
 	check_read(c, &st, BS, 1, 1);
@@ -155,7 +155,7 @@ static void test_no_cache(void)
 {
 	Store st = {pattern(100)};
 	g_autoptr(ImapfsBlockCache) c =
-	    imapfs_block_cache_new(0, fake_fetch, &st);
+		imapfs_block_cache_new(0, fake_fetch, &st);
 
 	check_read(c, &st, 0, 100, 100);
 	check_read(c, &st, 0, 100, 100);
@@ -167,7 +167,7 @@ static void test_error(void)
 {
 	Store st = {pattern(100), .fail = TRUE};
 	g_autoptr(ImapfsBlockCache) c =
-	    imapfs_block_cache_new(4 * BS, fake_fetch, &st);
+		imapfs_block_cache_new(4 * BS, fake_fetch, &st);
 	g_autoptr(GError) error = NULL;
 	char buf[10];
 
@@ -185,17 +185,18 @@ static void test_keys(void)
 {
 	Store st = {pattern(100)};
 	g_autoptr(ImapfsBlockCache) c =
-	    imapfs_block_cache_new(4 * BS, fake_fetch, &st);
+		imapfs_block_cache_new(4 * BS, fake_fetch, &st);
 	ImapfsMessageKey other_validity = {"INBOX", 43, 7};
 	ImapfsMessageKey other_box = {"Archive", 42, 7};
 	char buf[10];
 
 	check_read(c, &st, 0, 10, 10);
 	g_assert_cmpint(
-	    imapfs_block_cache_read(c, &other_validity, 0, 10, buf, NULL), ==,
-	    10);
+		imapfs_block_cache_read(c, &other_validity, 0, 10, buf, NULL),
+		==, 10);
 	g_assert_cmpint(
-	    imapfs_block_cache_read(c, &other_box, 0, 10, buf, NULL), ==, 10);
+		imapfs_block_cache_read(c, &other_box, 0, 10, buf, NULL), ==,
+		10);
 	g_assert_cmpuint(st.fetches, ==, 3);
 	g_bytes_unref(st.message);
 }

@@ -23,24 +23,25 @@ typedef struct {
 } UrlCase;
 
 static const UrlCase good_urls[] = {
-    {"imaps://alice@mail.example.com", TRUE, "mail.example.com", 993, "alice",
-     NULL},
-    {"imap://mail.example.com:1143/INBOX", FALSE, "mail.example.com", 1143,
-     NULL, "INBOX"},
-    {"IMAPS://h", TRUE, "h", 993, NULL, NULL},
-    {"imaps://h/", TRUE, "h", 993, NULL, NULL},
-    {"imaps://h:1", TRUE, "h", 1, NULL, NULL},
-    {"imaps://h:65535", TRUE, "h", 65535, NULL, NULL},
-    {"imaps://alice%40example.com@h/Archive/2024/", TRUE, "h", 993,
-     "alice@example.com", "Archive/2024"},
-    {"imaps://alice@example.com@h", TRUE, "h", 993, "alice@example.com", NULL},
-    {"imaps://b%C3%B6b@[::1]:10993/Entw%C3%BCrfe", TRUE, "::1", 10993, "böb",
-     "Entwürfe"},
-    {"imap://[2001:db8::1]", FALSE, "2001:db8::1", 143, NULL, NULL},
-    {"imaps://192.0.2.1/Sent%20Items", TRUE, "192.0.2.1", 993, NULL,
-     "Sent Items"},
-    {"imaps://h/a%2fb", TRUE, "h", 993, NULL, "a/b"},
-    {"imaps://h/Entwürfe", TRUE, "h", 993, NULL, "Entwürfe"},
+	{"imaps://alice@mail.example.com", TRUE, "mail.example.com", 993,
+	 "alice", NULL},
+	{"imap://mail.example.com:1143/INBOX", FALSE, "mail.example.com", 1143,
+	 NULL, "INBOX"},
+	{"IMAPS://h", TRUE, "h", 993, NULL, NULL},
+	{"imaps://h/", TRUE, "h", 993, NULL, NULL},
+	{"imaps://h:1", TRUE, "h", 1, NULL, NULL},
+	{"imaps://h:65535", TRUE, "h", 65535, NULL, NULL},
+	{"imaps://alice%40example.com@h/Archive/2024/", TRUE, "h", 993,
+	 "alice@example.com", "Archive/2024"},
+	{"imaps://alice@example.com@h", TRUE, "h", 993, "alice@example.com",
+	 NULL},
+	{"imaps://b%C3%B6b@[::1]:10993/Entw%C3%BCrfe", TRUE, "::1", 10993,
+	 "böb", "Entwürfe"},
+	{"imap://[2001:db8::1]", FALSE, "2001:db8::1", 143, NULL, NULL},
+	{"imaps://192.0.2.1/Sent%20Items", TRUE, "192.0.2.1", 993, NULL,
+	 "Sent Items"},
+	{"imaps://h/a%2fb", TRUE, "h", 993, NULL, "a/b"},
+	{"imaps://h/Entwürfe", TRUE, "h", 993, NULL, "Entwürfe"},
 };
 
 static void test_url_good(void)
@@ -67,41 +68,41 @@ typedef struct {
 } BadUrl;
 
 static const BadUrl bad_urls[] = {
-    {"http://h", "unsupported scheme \"http\""},
-    {"imapss://h", "unsupported scheme"},
-    {"mail.example.com", "not an IMAP URL"},
-    {"", "not an IMAP URL"},
-    {"imaps://", "empty host"},
-    {"imaps://alice@", "empty host"},
-    {"imaps://:993", "empty host"},
-    {"imaps://[]", "empty host"},
-    {"imaps:///INBOX", "empty host"},
-    {"imaps://h:0", "invalid port \"0\""},
-    {"imaps://h:65536", "invalid port \"65536\""},
-    {"imaps://h:abc", "invalid port \"abc\""},
-    {"imaps://h:", "invalid port \"\""},
-    {"imaps://h:+1", "invalid port"},
-    {"imaps://h:-1", "invalid port"},
-    {"imaps://h:99999999999999999999999", "invalid port"},
-    {"imaps://[::1]x", "invalid port"},
-    {"imaps://h/INBOX?x=1", "query or fragment"},
-    {"imaps://h#top", "query or fragment"},
-    {"imaps://h/%ff", "invalid mailbox \"%ff\""},
-    {"imaps://%C3@h", "invalid user name \"%C3\""},
-    {"imaps://h/a%00b", "invalid mailbox"},
-    {"imaps://h/a%0Ab", "invalid mailbox"},
-    {"imaps://h/%zz", "invalid mailbox"},
-    {"imaps://h/a%2", "invalid mailbox"},
-    {"imaps://h/a\tb", "control character"},
-    {"imaps://h\x7f", "control character"},
-    {"imaps://@h", "empty user name"},
-    {"imaps://[::1", "unterminated [IPv6] host"},
-    {"imaps://[nothex]", "invalid IPv6 address \"nothex\""},
-    {"imaps://[192.0.2.1]", "invalid IPv6 address"},
-    {"imaps://h/a//b", "empty level in mailbox"},
-    {"imaps://h//a", "empty level in mailbox"},
-    {"imaps://ho st", "invalid host \"ho st\""},
-    {"imaps://h\xff", "invalid host"},
+	{"http://h", "unsupported scheme \"http\""},
+	{"imapss://h", "unsupported scheme"},
+	{"mail.example.com", "not an IMAP URL"},
+	{"", "not an IMAP URL"},
+	{"imaps://", "empty host"},
+	{"imaps://alice@", "empty host"},
+	{"imaps://:993", "empty host"},
+	{"imaps://[]", "empty host"},
+	{"imaps:///INBOX", "empty host"},
+	{"imaps://h:0", "invalid port \"0\""},
+	{"imaps://h:65536", "invalid port \"65536\""},
+	{"imaps://h:abc", "invalid port \"abc\""},
+	{"imaps://h:", "invalid port \"\""},
+	{"imaps://h:+1", "invalid port"},
+	{"imaps://h:-1", "invalid port"},
+	{"imaps://h:99999999999999999999999", "invalid port"},
+	{"imaps://[::1]x", "invalid port"},
+	{"imaps://h/INBOX?x=1", "query or fragment"},
+	{"imaps://h#top", "query or fragment"},
+	{"imaps://h/%ff", "invalid mailbox \"%ff\""},
+	{"imaps://%C3@h", "invalid user name \"%C3\""},
+	{"imaps://h/a%00b", "invalid mailbox"},
+	{"imaps://h/a%0Ab", "invalid mailbox"},
+	{"imaps://h/%zz", "invalid mailbox"},
+	{"imaps://h/a%2", "invalid mailbox"},
+	{"imaps://h/a\tb", "control character"},
+	{"imaps://h\x7f", "control character"},
+	{"imaps://@h", "empty user name"},
+	{"imaps://[::1", "unterminated [IPv6] host"},
+	{"imaps://[nothex]", "invalid IPv6 address \"nothex\""},
+	{"imaps://[192.0.2.1]", "invalid IPv6 address"},
+	{"imaps://h/a//b", "empty level in mailbox"},
+	{"imaps://h//a", "empty level in mailbox"},
+	{"imaps://ho st", "invalid host \"ho st\""},
+	{"imaps://h\xff", "invalid host"},
 };
 
 static void test_url_bad(void)
@@ -113,7 +114,7 @@ static void test_url_bad(void)
 
 		g_test_message("%s", shown);
 		g_assert_false(
-		    imapfs_config_set_url(cfg, bad_urls[i].url, &error));
+			imapfs_config_set_url(cfg, bad_urls[i].url, &error));
 		g_assert_error(error, IMAPFS_ERROR, IMAPFS_ERROR_CONFIG);
 		if (!strstr(error->message, bad_urls[i].message_part))
 			g_error("\"%s\": message \"%s\" lacks \"%s\"",
@@ -141,7 +142,7 @@ static void test_url_password(void)
 	g_autoptr(GError) error = NULL;
 
 	g_assert_false(
-	    imapfs_config_set_url(cfg, "imaps://alice:hunter2@h", &error));
+		imapfs_config_set_url(cfg, "imaps://alice:hunter2@h", &error));
 	g_assert_error(error, IMAPFS_ERROR, IMAPFS_ERROR_CONFIG);
 	g_assert_null(strstr(error->message, "hunter2"));
 	g_assert_nonnull(strstr(error->message, "password"));
@@ -242,26 +243,26 @@ static void test_option_flags(void)
 static void test_option_need_value(void)
 {
 	static const char *const names[] = {
-	    "user",
-	    "password_command",
-	    "password_file",
-	    "auth",
-	    "oauth_token_command",
-	    "cafile",
-	    "capath",
-	    "connections",
-	    "cache_dir",
-	    "cache_size",
-	    "cache",
-	    "parts",
-	    "delete",
-	    "timeout",
+		"user",
+		"password_command",
+		"password_file",
+		"auth",
+		"oauth_token_command",
+		"cafile",
+		"capath",
+		"connections",
+		"cache_dir",
+		"cache_size",
+		"cache",
+		"parts",
+		"delete",
+		"timeout",
 	};
 
 	for (gsize i = 0; i < G_N_ELEMENTS(names); i++) {
 		g_autofree char *empty = g_strdup_printf("%s=", names[i]);
-		g_autofree char *msg =
-		    g_strdup_printf("option \"%s\" needs a value", names[i]);
+		g_autofree char *msg = g_strdup_printf(
+			"option \"%s\" needs a value", names[i]);
 
 		assert_invalid_says(names[i], msg);
 		assert_invalid_says(empty, msg);
@@ -348,33 +349,33 @@ static void test_option_cache_size(void)
 		const char *value;
 		guint64 bytes;
 	} good[] = {
-	    {"1", 1},
-	    {"1048576", 1048576},
-	    {"512K", 512 << 10},
-	    {"512k", 512 << 10},
-	    {"100M", 100 << 20},
-	    {"2G", G_GUINT64_CONSTANT(2) << 30},
-	    {"1g", G_GUINT64_CONSTANT(1) << 30},
-	    {"17179869183G", G_GUINT64_CONSTANT(17179869183) << 30},
+		{"1", 1},
+		{"1048576", 1048576},
+		{"512K", 512 << 10},
+		{"512k", 512 << 10},
+		{"100M", 100 << 20},
+		{"2G", G_GUINT64_CONSTANT(2) << 30},
+		{"1g", G_GUINT64_CONSTANT(1) << 30},
+		{"17179869183G", G_GUINT64_CONSTANT(17179869183) << 30},
 	};
 	static const char *const bad[] = {
-	    "0",
-	    "0K",
-	    "1.5G",
-	    "G",
-	    "1GB",
-	    "-1",
-	    "1T",
-	    " 1",
-	    "1 G",
-	    "17179869184G",
-	    "99999999999999999999999",
+		"0",
+		"0K",
+		"1.5G",
+		"G",
+		"1GB",
+		"-1",
+		"1T",
+		" 1",
+		"1 G",
+		"17179869184G",
+		"99999999999999999999999",
 	};
 	g_autoptr(ImapfsConfig) cfg = imapfs_config_new();
 
 	for (gsize i = 0; i < G_N_ELEMENTS(good); i++) {
 		g_autofree char *opt =
-		    g_strdup_printf("cache_size=%s", good[i].value);
+			g_strdup_printf("cache_size=%s", good[i].value);
 
 		assert_option(cfg, opt, IMAPFS_OPTION_OURS);
 		g_assert_cmpuint(cfg->cache_size, ==, good[i].bytes);
@@ -607,9 +608,9 @@ static char *password_file_option(TmpDir *t, const char *name,
 static void test_password_file(TmpDir *t, gconstpointer data)
 {
 	g_autofree char *ok =
-	    password_file_option(t, "ok", "filepw\nsecond\n", 0600);
+		password_file_option(t, "ok", "filepw\nsecond\n", 0600);
 	g_autofree char *ro =
-	    password_file_option(t, "ro", "filepw2\r\n", 0400);
+		password_file_option(t, "ro", "filepw2\r\n", 0400);
 
 	g_setenv("IMAPFS_PASSWORD", "from-env", TRUE);
 	assert_password(ok, "filepw");
@@ -620,12 +621,12 @@ static void test_password_file(TmpDir *t, gconstpointer data)
 static void test_password_file_refused(TmpDir *t, gconstpointer data)
 {
 	g_autofree char *open_g =
-	    password_file_option(t, "g", "hunter2\n", 0640);
+		password_file_option(t, "g", "hunter2\n", 0640);
 	g_autofree char *open_o =
-	    password_file_option(t, "o", "hunter2\n", 0602);
+		password_file_option(t, "o", "hunter2\n", 0602);
 	g_autofree char *empty = password_file_option(t, "e", "\nx\n", 0600);
 	g_autofree char *missing =
-	    g_strdup_printf("password_file=%s/none", t->dir);
+		g_strdup_printf("password_file=%s/none", t->dir);
 	g_autofree char *dir = g_strdup_printf("password_file=%s", t->dir);
 
 	assert_no_password(open_g, "chmod 600", "hunter2");

@@ -12,25 +12,25 @@ typedef struct {
 
 /* Decoding and encoding must be exact inverses on these. */
 static const Pair mutf7_pairs[] = {
-    {"", ""},
-    {"INBOX", "INBOX"},
-    {"Sent Items", "Sent Items"},
-    {"&", "&-"},
-    {"&&x&&", "&-&-x&-&-"},
-    {"a&b", "a&-b"},
-    {"Entwürfe", "Entw&APw-rfe"},
-    {"tietäjä", "tiet&AOQ-j&AOQ-"},
-    {"ää", "&AOQA5A-"},
-    {"äää", "&AOQA5ADk-"},
-    {"日本語", "&ZeVnLIqe-"},
-    {"台北", "&U,BTFw-"},
-    {"~peter/mail/台北/日本語", "~peter/mail/&U,BTFw-/&ZeVnLIqe-"},
-    {"\xf0\x9f\x98\x80", "&2D3eAA-"},	  /* U+1F600 */
-    {"x\xf0\x9f\x93\xa7y", "x&2D3c5w-y"}, /* U+1F4E7 */
-    {"ä&\xf0\x9f\x98\x80-", "&AOQ-&-&2D3eAA--"},
-    {"tab\there", "tab&AAk-here"}, /* control char */
-    {"\x7f", "&AH8-"},
-    {"\xef\xbf\xbd", "&,,0-"}, /* U+FFFD */
+	{"", ""},
+	{"INBOX", "INBOX"},
+	{"Sent Items", "Sent Items"},
+	{"&", "&-"},
+	{"&&x&&", "&-&-x&-&-"},
+	{"a&b", "a&-b"},
+	{"Entwürfe", "Entw&APw-rfe"},
+	{"tietäjä", "tiet&AOQ-j&AOQ-"},
+	{"ää", "&AOQA5A-"},
+	{"äää", "&AOQA5ADk-"},
+	{"日本語", "&ZeVnLIqe-"},
+	{"台北", "&U,BTFw-"},
+	{"~peter/mail/台北/日本語", "~peter/mail/&U,BTFw-/&ZeVnLIqe-"},
+	{"\xf0\x9f\x98\x80", "&2D3eAA-"},     /* U+1F600 */
+	{"x\xf0\x9f\x93\xa7y", "x&2D3c5w-y"}, /* U+1F4E7 */
+	{"ä&\xf0\x9f\x98\x80-", "&AOQ-&-&2D3eAA--"},
+	{"tab\there", "tab&AAk-here"}, /* control char */
+	{"\x7f", "&AH8-"},
+	{"\xef\xbf\xbd", "&,,0-"}, /* U+FFFD */
 };
 
 static void test_mutf7_decode(void)
@@ -38,7 +38,7 @@ static void test_mutf7_decode(void)
 	for (gsize i = 0; i < G_N_ELEMENTS(mutf7_pairs); i++) {
 		g_autoptr(GError) error = NULL;
 		g_autofree char *s =
-		    imapfs_mutf7_decode(mutf7_pairs[i].mutf7, &error);
+			imapfs_mutf7_decode(mutf7_pairs[i].mutf7, &error);
 
 		g_assert_no_error(error);
 		g_assert_cmpstr(s, ==, mutf7_pairs[i].utf8);
@@ -50,7 +50,7 @@ static void test_mutf7_encode(void)
 	for (gsize i = 0; i < G_N_ELEMENTS(mutf7_pairs); i++) {
 		g_autoptr(GError) error = NULL;
 		g_autofree char *s =
-		    imapfs_mutf7_encode(mutf7_pairs[i].utf8, &error);
+			imapfs_mutf7_encode(mutf7_pairs[i].utf8, &error);
 
 		g_assert_no_error(error);
 		g_assert_cmpstr(s, ==, mutf7_pairs[i].mutf7);
@@ -62,8 +62,8 @@ static void test_mutf7_encode(void)
 static void test_mutf7_roundtrip(void)
 {
 	static const gunichar samples[] = {
-	    0x01,   0x1f,   0x7f,   0x80,   0xe9,    0x7ff,   0x800,
-	    0x65e5, 0xd7ff, 0xe000, 0xfffd, 0x10000, 0x1f600, 0x10ffff};
+		0x01,	0x1f,	0x7f,	0x80,	0xe9,	 0x7ff,	  0x800,
+		0x65e5, 0xd7ff, 0xe000, 0xfffd, 0x10000, 0x1f600, 0x10ffff};
 
 	for (gsize i = 0; i < G_N_ELEMENTS(samples); i++) {
 		for (int run = 1; run <= 4; run++) {
@@ -97,30 +97,30 @@ static void assert_decode_fails(const char *mutf7)
 static void test_mutf7_invalid(void)
 {
 	static const char *const bad[] = {
-	    "Entw\xc3\xbcrfe",	  /* raw UTF-8 */
-	    "a\x80",		  /* non-ASCII byte */
-	    "tab\there",	  /* raw control character */
-	    "&",		  /* unterminated */
-	    "&AOQ",		  /* unterminated */
-	    "x&AOQ-y&",		  /* unterminated at the end */
-	    "&Jjo!",		  /* bad base64 character */
-	    "&AO/-",		  /* '/' is not modified base64 */
-	    "&AO=-",		  /* no '=' padding */
-	    "&A-",		  /* 6 bits: no whole unit */
-	    "&AOQA-",		  /* spare base64 character */
-	    "&AOR-",		  /* non-zero padding bits */
-	    "&AOQA5B-",		  /* non-zero padding bits, 2 units */
-	    "&AEE-",		  /* encoded 'A' */
-	    "&ACY-",		  /* encoded '&' */
-	    "&ACA-",		  /* encoded space */
-	    "&AH4-",		  /* encoded '~' */
-	    "&AAA-",		  /* encoded NUL */
-	    "&2D0-",		  /* lone high surrogate */
-	    "&2D3YPQ-",		  /* high surrogate + high surrogate */
-	    "&3gA-",		  /* lone low surrogate */
-	    "&2D0AQQ-",		  /* high surrogate + 'A' */
-	    "&2D3eAA-&2D3eAA-",	  /* adjacent shifts */
-	    "&U,BTFw-&ZeVnLIqe-", /* adjacent shifts (Dovecot's case) */
+		"Entw\xc3\xbcrfe",    /* raw UTF-8 */
+		"a\x80",	      /* non-ASCII byte */
+		"tab\there",	      /* raw control character */
+		"&",		      /* unterminated */
+		"&AOQ",		      /* unterminated */
+		"x&AOQ-y&",	      /* unterminated at the end */
+		"&Jjo!",	      /* bad base64 character */
+		"&AO/-",	      /* '/' is not modified base64 */
+		"&AO=-",	      /* no '=' padding */
+		"&A-",		      /* 6 bits: no whole unit */
+		"&AOQA-",	      /* spare base64 character */
+		"&AOR-",	      /* non-zero padding bits */
+		"&AOQA5B-",	      /* non-zero padding bits, 2 units */
+		"&AEE-",	      /* encoded 'A' */
+		"&ACY-",	      /* encoded '&' */
+		"&ACA-",	      /* encoded space */
+		"&AH4-",	      /* encoded '~' */
+		"&AAA-",	      /* encoded NUL */
+		"&2D0-",	      /* lone high surrogate */
+		"&2D3YPQ-",	      /* high surrogate + high surrogate */
+		"&3gA-",	      /* lone low surrogate */
+		"&2D0AQQ-",	      /* high surrogate + 'A' */
+		"&2D3eAA-&2D3eAA-",   /* adjacent shifts */
+		"&U,BTFw-&ZeVnLIqe-", /* adjacent shifts (Dovecot's case) */
 	};
 
 	for (gsize i = 0; i < G_N_ELEMENTS(bad); i++)
@@ -141,13 +141,13 @@ static void test_mutf7_encode_invalid(void)
 static void test_escape(void)
 {
 	static const Pair cases[] = {
-	    /* { level, file name } */
-	    {"INBOX", "INBOX"}, {"100%", "100%25"},
-	    {"a/b", "a%2Fb"},	{"%2F", "%252F"},
-	    {"/", "%2F"},	{"%", "%25"},
-	    {".", "%2E"},	{"..", "%2E%2E"},
-	    {"...", "..."},	{".hidden", ".hidden"},
-	    {"a.b", "a.b"},	{"Entwürfe", "Entwürfe"},
+		/* { level, file name } */
+		{"INBOX", "INBOX"}, {"100%", "100%25"},
+		{"a/b", "a%2Fb"},   {"%2F", "%252F"},
+		{"/", "%2F"},	    {"%", "%25"},
+		{".", "%2E"},	    {"..", "%2E%2E"},
+		{"...", "..."},	    {".hidden", ".hidden"},
+		{"a.b", "a.b"},	    {"Entwürfe", "Entwürfe"},
 	};
 
 	for (gsize i = 0; i < G_N_ELEMENTS(cases); i++) {
@@ -199,18 +199,18 @@ typedef struct {
 } LevelCase;
 
 static const LevelCase level_cases[] = {
-    {"INBOX", '/', FALSE, {"INBOX"}},
-    {"Archive/2024", '/', FALSE, {"Archive", "2024"}},
-    {"INBOX.Sent.a/b", '.', FALSE, {"INBOX", "Sent", "a/b"}},
-    {"a.b/c", '\0', FALSE, {"a.b/c"}},
-    {"~peter/mail/&U,BTFw-/&ZeVnLIqe-",
-     '/',
-     FALSE,
-     {"~peter", "mail", "台北", "日本語"}},
-    {"INBOX.Entw&APw-rfe", '.', FALSE, {"INBOX", "Entwürfe"}},
-    {"INBOX.Entwürfe", '.', TRUE, {"INBOX", "Entwürfe"}},
-    {"A&-B/&-", '/', FALSE, {"A&B", "&"}},
-    {"a&b", '/', TRUE, {"a&b"}},
+	{"INBOX", '/', FALSE, {"INBOX"}},
+	{"Archive/2024", '/', FALSE, {"Archive", "2024"}},
+	{"INBOX.Sent.a/b", '.', FALSE, {"INBOX", "Sent", "a/b"}},
+	{"a.b/c", '\0', FALSE, {"a.b/c"}},
+	{"~peter/mail/&U,BTFw-/&ZeVnLIqe-",
+	 '/',
+	 FALSE,
+	 {"~peter", "mail", "台北", "日本語"}},
+	{"INBOX.Entw&APw-rfe", '.', FALSE, {"INBOX", "Entwürfe"}},
+	{"INBOX.Entwürfe", '.', TRUE, {"INBOX", "Entwürfe"}},
+	{"A&-B/&-", '/', FALSE, {"A&B", "&"}},
+	{"a&b", '/', TRUE, {"a&b"}},
 };
 
 static void test_levels_good(void)
@@ -219,13 +219,13 @@ static void test_levels_good(void)
 		const LevelCase *c = &level_cases[i];
 		g_autoptr(GError) error = NULL;
 		g_auto(GStrv) levels = imapfs_mailbox_to_levels(
-		    c->server, c->delim, c->utf8, &error);
+			c->server, c->delim, c->utf8, &error);
 		g_autofree char *back = NULL;
 
 		g_assert_no_error(error);
 		g_assert_nonnull(levels);
 		g_assert_true(
-		    g_strv_equal((const char *const *)levels, c->levels));
+			g_strv_equal((const char *const *)levels, c->levels));
 		back = imapfs_mailbox_from_levels(c->levels, c->delim, c->utf8,
 						  &error);
 		g_assert_no_error(error);
@@ -236,26 +236,26 @@ static void test_levels_good(void)
 static void test_levels_to_invalid(void)
 {
 	static const LevelCase bad[] = {
-	    {"", '/', FALSE, {NULL}},
-	    {"a//b", '/', FALSE, {NULL}},
-	    {"a/", '/', FALSE, {NULL}},
-	    {"/a", '/', FALSE, {NULL}},
-	    {"INBOX.", '.', FALSE, {NULL}},
-	    {"", '\0', FALSE, {NULL}},
-	    {"a/&AOQ", '/', FALSE, {NULL}},
-	    {"Entwürfe", '/', FALSE, {NULL}},
-	    {"bad\xff", '/', TRUE, {NULL}},
-	    {"a\x80"
-	     "b",
-	     (char)0x80,
-	     TRUE,
-	     {NULL}},
+		{"", '/', FALSE, {NULL}},
+		{"a//b", '/', FALSE, {NULL}},
+		{"a/", '/', FALSE, {NULL}},
+		{"/a", '/', FALSE, {NULL}},
+		{"INBOX.", '.', FALSE, {NULL}},
+		{"", '\0', FALSE, {NULL}},
+		{"a/&AOQ", '/', FALSE, {NULL}},
+		{"Entwürfe", '/', FALSE, {NULL}},
+		{"bad\xff", '/', TRUE, {NULL}},
+		{"a\x80"
+		 "b",
+		 (char)0x80,
+		 TRUE,
+		 {NULL}},
 	};
 
 	for (gsize i = 0; i < G_N_ELEMENTS(bad); i++) {
 		g_autoptr(GError) error = NULL;
 		g_auto(GStrv) levels = imapfs_mailbox_to_levels(
-		    bad[i].server, bad[i].delim, bad[i].utf8, &error);
+			bad[i].server, bad[i].delim, bad[i].utf8, &error);
 
 		if (levels)
 			g_error("case %" G_GSIZE_FORMAT ": \"%s\" split", i,
@@ -269,7 +269,7 @@ static void assert_from_levels_fails(const char *const *levels, char delim,
 {
 	g_autoptr(GError) error = NULL;
 	g_autofree char *s =
-	    imapfs_mailbox_from_levels(levels, delim, utf8, &error);
+		imapfs_mailbox_from_levels(levels, delim, utf8, &error);
 
 	g_assert_null(s);
 	g_assert_error(error, IMAPFS_ERROR, IMAPFS_ERROR_CONFIG);
@@ -300,7 +300,7 @@ static void test_levels_from_foreign_delim(void)
 	const char *levels[] = {"a/b", "c", NULL};
 	g_autoptr(GError) error = NULL;
 	g_autofree char *s =
-	    imapfs_mailbox_from_levels(levels, '.', FALSE, &error);
+		imapfs_mailbox_from_levels(levels, '.', FALSE, &error);
 
 	g_assert_no_error(error);
 	g_assert_cmpstr(s, ==, "a/b.c");

@@ -124,8 +124,9 @@ static void dump_response(GString *out, const ImapfsResponse *resp)
 	if (resp->kind == IMAPFS_RESP_TAGGED)
 		g_string_append(out, resp->tag);
 	else
-		g_string_append(
-		    out, resp->kind == IMAPFS_RESP_CONTINUATION ? "+" : "*");
+		g_string_append(out, resp->kind == IMAPFS_RESP_CONTINUATION
+					     ? "+"
+					     : "*");
 	if (resp->status != IMAPFS_STATUS_NONE)
 		g_string_append_printf(out, " %s", status_names[resp->status]);
 	if (resp->code) {
@@ -170,8 +171,8 @@ static char *run(const Setup *setup, const char *input, gsize len, gsize chunk)
 			ImapfsParseResult r;
 
 			r = imapfs_parser_feed(
-			    parser, (const guint8 *)input + off + pos, n - pos,
-			    &used, &resp, &error);
+				parser, (const guint8 *)input + off + pos,
+				n - pos, &used, &resp, &error);
 			g_assert_cmpuint(used, <=, n - pos);
 			pos += used;
 			pending = TRUE;
@@ -253,14 +254,14 @@ static void check(const char *input, const char *expected)
 	g_assert_cmpstr(got, ==, expected);
 }
 
-#define CHECK_BYTES(input, expected)                               \
-	G_STMT_START                                               \
-	{                                                          \
-		const Setup setup_ = {NULL, NULL};                 \
-		g_autofree char *got_ =                            \
-		    parse_full(&setup_, input, sizeof(input) - 1); \
-		g_assert_cmpstr(got_, ==, expected);               \
-	}                                                          \
+#define CHECK_BYTES(input, expected)                                   \
+	G_STMT_START                                                   \
+	{                                                              \
+		const Setup setup_ = {NULL, NULL};                     \
+		g_autofree char *got_ =                                \
+			parse_full(&setup_, input, sizeof(input) - 1); \
+		g_assert_cmpstr(got_, ==, expected);                   \
+	}                                                              \
 	G_STMT_END
 
 static void check_limited(const ImapfsParserLimits *limits, const char *input,
@@ -359,10 +360,10 @@ static void test_list(void)
 	check("* LIST () NIL Flat\r\n", "* LIST () NIL Flat\n");
 	check("* LIST (\\Sent) \"/\" {11}\r\nSent [Mail]\r\n",
 	      "* LIST (\\Sent) \"/\" {11=Sent [Mail]}\n");
-	check(
-	    "* LIST (\\Marked) \"/\" &AMQ-pfel (CHILDINFO "
-	    "(\"SUBSCRIBED\"))\r\n",
-	    "* LIST (\\Marked) \"/\" &AMQ-pfel (CHILDINFO (\"SUBSCRIBED\"))\n");
+	check("* LIST (\\Marked) \"/\" &AMQ-pfel (CHILDINFO "
+	      "(\"SUBSCRIBED\"))\r\n",
+	      "* LIST (\\Marked) \"/\" &AMQ-pfel (CHILDINFO "
+	      "(\"SUBSCRIBED\"))\n");
 }
 
 static void test_examine(void)
@@ -448,12 +449,13 @@ static void test_fetch_section_atom(void)
 	g_autoptr(ImapfsResponse) resp = NULL;
 	GPtrArray *items;
 
-	check(
-	    "* 2 FETCH (BODY[HEADER.FIELDS (SUBJECT FROM)] {5}\r\nS: x\n)\r\n",
-	    "* 2 FETCH (BODY[HEADER.FIELDS (SUBJECT FROM)] {5=S: x\\x0a})\n");
-	check(
-	    "* 2 FETCH (BODY[HEADER.FIELDS (A B)]<0> \"\" BINARY[1.2] NIL)\r\n",
-	    "* 2 FETCH (BODY[HEADER.FIELDS (A B)]<0> \"\" BINARY[1.2] NIL)\n");
+	check("* 2 FETCH (BODY[HEADER.FIELDS (SUBJECT FROM)] {5}\r\nS: "
+	      "x\n)\r\n",
+	      "* 2 FETCH (BODY[HEADER.FIELDS (SUBJECT FROM)] {5=S: x\\x0a})\n");
+	check("* 2 FETCH (BODY[HEADER.FIELDS (A B)]<0> \"\" BINARY[1.2] "
+	      "NIL)\r\n",
+	      "* 2 FETCH (BODY[HEADER.FIELDS (A B)]<0> \"\" BINARY[1.2] "
+	      "NIL)\n");
 	resp = parse_one("* 2 FETCH (BODY[HEADER.FIELDS (A B)] NIL)\r\n");
 	items = imapfs_arg_list(resp->args->pdata[2]);
 	g_assert_nonnull(items);
@@ -520,14 +522,14 @@ static void test_literal_split(void)
 				==, IMAPFS_PARSE_MORE);
 		g_assert_cmpuint(used, ==, cut);
 		g_assert_cmpint(
-		    imapfs_parser_feed(parser, (const guint8 *)input + cut,
-				       len - cut, &used, &resp, &error),
-		    ==, IMAPFS_PARSE_RESPONSE);
+			imapfs_parser_feed(parser, (const guint8 *)input + cut,
+					   len - cut, &used, &resp, &error),
+			==, IMAPFS_PARSE_RESPONSE);
 		g_assert_cmpuint(used, ==, len - cut);
 		g_assert_cmpstr(
-		    imapfs_arg_str(
-			imapfs_arg_list(resp->args->pdata[2])->pdata[1]),
-		    ==, "0123456789");
+			imapfs_arg_str(imapfs_arg_list(resp->args->pdata[2])
+					       ->pdata[1]),
+			==, "0123456789");
 	}
 }
 
@@ -552,8 +554,8 @@ G_DEFINE_AUTOPTR_CLEANUP_FUNC(Sink, sink_free)
 static void test_literal_stream(void)
 {
 	static const char input[] =
-	    "* 3 FETCH (UID 9 BODY[]<0> {20}\r\nFrom: a\r\n\r\nhello!!\r\n"
-	    " FLAGS (\\Seen) BODY[HEADER] {4}\r\nX: y)\r\n";
+		"* 3 FETCH (UID 9 BODY[]<0> {20}\r\nFrom: a\r\n\r\nhello!!\r\n"
+		" FLAGS (\\Seen) BODY[HEADER] {4}\r\nX: y)\r\n";
 	g_autoptr(Sink) sink = sink_new();
 	const Setup setup = {NULL, sink};
 	g_autofree char *got = NULL;
@@ -659,7 +661,7 @@ static void test_continuation(void)
 static void test_multiple(void)
 {
 	static const char input[] =
-	    "* 2 EXISTS\r\n* 1 EXPUNGE\r\nA1 OK done\r\n";
+		"* 2 EXISTS\r\n* 1 EXPUNGE\r\nA1 OK done\r\n";
 	g_autoptr(ImapfsParser) parser = imapfs_parser_new(NULL);
 	const char *expect[] = {"* 2 EXISTS", "* 1 EXPUNGE", "A1 OK done"};
 	const gsize ends[] = {12, 25, sizeof(input) - 1};
@@ -902,10 +904,10 @@ static void test_reset_partial(void)
 	const char *error = NULL;
 	gsize used = 0;
 
-	g_assert_cmpint(
-	    imapfs_parser_feed(parser, (const guint8 *)"* 1 FETCH ({5}\r\nab",
-			       18, &used, &resp, &error),
-	    ==, IMAPFS_PARSE_MORE);
+	g_assert_cmpint(imapfs_parser_feed(
+				parser, (const guint8 *)"* 1 FETCH ({5}\r\nab",
+				18, &used, &resp, &error),
+			==, IMAPFS_PARSE_MORE);
 	imapfs_parser_reset(parser);
 	g_assert_cmpint(imapfs_parser_feed(parser,
 					   (const guint8 *)"* 2 EXISTS\r\n", 12,
@@ -919,10 +921,10 @@ static void test_reset_partial(void)
 static void test_to_string(void)
 {
 	g_autoptr(ImapfsResponse) fetch = parse_one(
-	    "* 1 FETCH (BODY[] {28}\r\n0123456789abcdef\r\n0123456789 "
-	    "FLAGS (\\Seen) X \"a\\\"b\" Y NIL Z ~{2}\r\n\x01\xff)\r\n");
+		"* 1 FETCH (BODY[] {28}\r\n0123456789abcdef\r\n0123456789 "
+		"FLAGS (\\Seen) X \"a\\\"b\" Y NIL Z ~{2}\r\n\x01\xff)\r\n");
 	g_autoptr(ImapfsResponse) status =
-	    parse_one("A7 NO [NOPERM] Permission denied\r\n");
+		parse_one("A7 NO [NOPERM] Permission denied\r\n");
 	g_autoptr(ImapfsResponse) cont = parse_one("+ abc\r\n");
 	g_autofree char *full = imapfs_response_to_string(fetch, 1000);
 	g_autofree char *cut = imapfs_response_to_string(fetch, 12);
@@ -940,8 +942,8 @@ static void test_to_string(void)
 static void test_arg_helpers(void)
 {
 	g_autoptr(ImapfsResponse) resp =
-	    parse_one("* X 0 18446744073709551615 18446744073709551616 "
-		      "000000000000000000001 12a \"7\" NIL (1)\r\n");
+		parse_one("* X 0 18446744073709551615 18446744073709551616 "
+			  "000000000000000000001 12a \"7\" NIL (1)\r\n");
 	ImapfsArg **a = (ImapfsArg **)resp->args->pdata;
 	guint64 n = 1;
 

@@ -46,9 +46,9 @@ static EVP_PKEY *make_key(void)
 
 	g_assert_nonnull(kctx);
 	g_assert_cmpint(EVP_PKEY_keygen_init(kctx), ==, 1);
-	g_assert_cmpint(
-	    EVP_PKEY_CTX_set_ec_paramgen_curve_nid(kctx, NID_X9_62_prime256v1),
-	    ==, 1);
+	g_assert_cmpint(EVP_PKEY_CTX_set_ec_paramgen_curve_nid(
+				kctx, NID_X9_62_prime256v1),
+			==, 1);
 	g_assert_cmpint(EVP_PKEY_keygen(kctx, &key), ==, 1);
 	EVP_PKEY_CTX_free(kctx);
 	return key;
@@ -97,7 +97,8 @@ static X509 *make_cert(const char *cn, EVP_PKEY *key, X509 *issuer,
 		add_ext(cert, issuer, NID_authority_key_identifier, "keyid");
 	}
 	g_assert_cmpint(
-	    X509_sign(cert, issuer_key ? issuer_key : key, EVP_sha256()), >, 0);
+		X509_sign(cert, issuer_key ? issuer_key : key, EVP_sha256()), >,
+		0);
 	return cert;
 }
 
@@ -247,7 +248,7 @@ static gpointer serve(gpointer data)
 		SSL_set_fd(ssl, fd);
 		ready = SSL_accept(ssl) == 1;
 		srv->sni = g_strdup(
-		    SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name));
+			SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name));
 	}
 	if (ready)
 		serve_mode(srv, ssl, fd);
@@ -268,10 +269,12 @@ static TestServer *server_start(gboolean tls, ServeMode mode)
 	srv->listen_fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
 	g_assert_cmpint(srv->listen_fd, >=, 0);
 	g_assert_cmpint(
-	    bind(srv->listen_fd, (struct sockaddr *)&sin, sizeof(sin)), ==, 0);
+		bind(srv->listen_fd, (struct sockaddr *)&sin, sizeof(sin)), ==,
+		0);
 	g_assert_cmpint(listen(srv->listen_fd, 1), ==, 0);
 	g_assert_cmpint(
-	    getsockname(srv->listen_fd, (struct sockaddr *)&sin, &len), ==, 0);
+		getsockname(srv->listen_fd, (struct sockaddr *)&sin, &len), ==,
+		0);
 	srv->port = ntohs(sin.sin_port);
 	srv->thread = g_thread_new("server", serve, srv);
 	return srv;
@@ -429,8 +432,8 @@ static void test_connect_timeout(void)
 				  .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
 	socklen_t len = sizeof(sin);
 	g_autoptr(GError) error = NULL;
-	g_autoptr(GPtrArray) queued =
-	    g_ptr_array_new_with_free_func((GDestroyNotify)imapfs_stream_free);
+	g_autoptr(GPtrArray) queued = g_ptr_array_new_with_free_func(
+		(GDestroyNotify)imapfs_stream_free);
 	gint64 start = 0, elapsed;
 	int fd = socket(AF_INET, SOCK_STREAM, 0);
 
@@ -472,7 +475,7 @@ static void test_tls_capath(void)
 	g_autoptr(GError) error = NULL;
 	g_autofree char *dir = make_tmp_dir();
 	g_autofree char *name =
-	    g_strdup_printf("%08lx.0", X509_subject_name_hash(pki.ca));
+		g_strdup_printf("%08lx.0", X509_subject_name_hash(pki.ca));
 	g_autofree char *path = write_cert(dir, name, pki.ca);
 	ImapfsTlsContext *ctx;
 
@@ -503,7 +506,8 @@ static void test_tls_wrong_ca(void)
 	g_assert_error(error, IMAPFS_ERROR, IMAPFS_ERROR_CERTIFICATE);
 	g_test_message("%s", error->message);
 	g_assert_true(g_str_has_prefix(
-	    error->message, "certificate verify failed for \"localhost\": "));
+		error->message,
+		"certificate verify failed for \"localhost\": "));
 }
 
 static void test_tls_name_mismatch(void)
@@ -562,7 +566,7 @@ static ImapfsStream *open_stream(TestServer **srv, gboolean tls, ServeMode mode,
 	s = connect_to(*srv, timeout_ms);
 	if (tls) {
 		g_assert_true(
-		    imapfs_stream_start_tls(s, ctx, "localhost", &error));
+			imapfs_stream_start_tls(s, ctx, "localhost", &error));
 		g_assert_no_error(error);
 	}
 	return s;
