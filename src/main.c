@@ -4,7 +4,9 @@
  * login, the mailbox) before mounting so that every configuration error is
  * reported on the terminal, then mounts, daemonizes and serves.
  */
+#include <errno.h>
 #include <fuse_lowlevel.h>
+#include <sys/stat.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -236,7 +238,10 @@ static int serve(struct fuse_args *fargs, Args *a, ImapfsTree *tree)
 	if (!a->foreground)
 		imapfs_log_use_syslog();
 	struct fuse_loop_config loop = {.clone_fd = 0, .max_idle_threads = 10};
-	ret = fuse_session_loop_mt(se, &loop) != 0;
+	ret = fuse_session_loop_mt(se, &loop);
+	/* libfuse reports the signal that ended the loop; being told to
+	 * stop is a clean end for us. */
+	ret = ret != 0 && ret != SIGTERM && ret != SIGINT && ret != SIGHUP;
 out_unmount:
 	fuse_session_unmount(se);
 out_handlers:
@@ -271,6 +276,25 @@ static int run(struct fuse_args *fargs, Args *a)
 	return ret;
 }
 
+/* Checked before connecting, so a typo costs no login. */
+static gboolean check_mountpoint(const char *path, GError **error)
+{
+	struct stat st;
+
+	if (stat(path, &st) != 0) {
+		g_set_error(error, IMAPFS_ERROR, IMAPFS_ERROR_CONFIG,
+			    "cannot use mount point \"%s\": %s", path,
+			    g_strerror(errno));
+		return FALSE;
+	}
+	if (!S_ISDIR(st.st_mode)) {
+		g_set_error(error, IMAPFS_ERROR, IMAPFS_ERROR_CONFIG,
+			    "mount point \"%s\" is not a directory", path);
+		return FALSE;
+	}
+	return TRUE;
+}
+
 static gboolean finish_args(Args *a, GError **error)
 {
 	if (a->error) {
@@ -283,7 +307,8 @@ static gboolean finish_args(Args *a, GError **error)
 		return FALSE;
 	}
 	return imapfs_config_set_url(a->cfg, a->url, error) &&
-	       imapfs_config_finish(a->cfg, error);
+	       imapfs_config_finish(a->cfg, error) &&
+	       check_mountpoint(a->mountpoint, error);
 }
 
 static void args_clear(Args *a)
