@@ -266,7 +266,7 @@ static gboolean handle_common(ImapfsSession *s, ImapfsResponse *resp)
 	handle_code(s, resp->code);
 	if (resp->status == IMAPFS_STATUS_BYE) {
 		g_free(s->bye_text);
-		s->bye_text = g_strdup(resp->text);
+		s->bye_text = imapfs_log_quote(resp->text ? resp->text : "");
 		return FALSE;
 	}
 	if (resp->status == IMAPFS_STATUS_NONE)
@@ -455,9 +455,10 @@ static gboolean read_greeting(ImapfsSession *s, gboolean *preauth_r,
 		return TRUE;
 	}
 	set_broken(s);
+	g_autofree char *text =
+		imapfs_log_quote(resp->text ? resp->text : "no IMAP greeting");
 	g_set_error(error, IMAPFS_ERROR, IMAPFS_ERROR_BYE,
-		    "\"%s\" refused the connection: %s", s->cfg->host,
-		    resp->text ? resp->text : "no IMAP greeting");
+		    "\"%s\" refused the connection: %s", s->cfg->host, text);
 	return FALSE;
 }
 
@@ -567,8 +568,13 @@ static gboolean auth_plain(ImapfsSession *s, GError **error)
 
 static gboolean auth_login(ImapfsSession *s, GError **error)
 {
-	g_autoptr(GString) line = g_string_new("LOGIN ");
+	/* Sized for the worst case of quoting, so that no reallocation
+	 * leaves a copy of the password behind unwiped. */
+	g_autoptr(GString) line = g_string_sized_new(
+		16 + 2 * (strlen(s->cfg->user) + strlen(s->password)));
 	Command cmd = {.what = "LOGIN"};
+
+	g_string_append(line, "LOGIN ");
 	gboolean ok;
 
 	if (imapfs_session_has(s, IMAPFS_CAP_LOGINDISABLED)) {
@@ -633,10 +639,20 @@ static gboolean after_login(ImapfsSession *s, GError **error)
 {
 	if (!s->caps_seen && !refresh_capabilities(s, error))
 		return FALSE;
-	if (imapfs_session_has(s, IMAPFS_CAP_ENABLE) &&
-	    imapfs_session_has(s, IMAPFS_CAP_UTF8_ACCEPT))
-		return run_simple(s, "ENABLE UTF8=ACCEPT", error);
-	return TRUE;
+	if (!imapfs_session_has(s, IMAPFS_CAP_ENABLE) ||
+	    !imapfs_session_has(s, IMAPFS_CAP_UTF8_ACCEPT))
+		return TRUE;
+	/* Without UTF8=ACCEPT names stay in modified UTF-7: a refusal
+	 * costs nothing, only a broken connection matters. */
+	GError *local = NULL;
+	if (run_simple(s, "ENABLE UTF8=ACCEPT", &local))
+		return TRUE;
+	if (imapfs_session_is_usable(s)) {
+		g_clear_error(&local);
+		return TRUE;
+	}
+	g_propagate_error(error, local);
+	return FALSE;
 }
 
 static gboolean connect_stream(ImapfsSession *s, GError **error)
@@ -838,12 +854,15 @@ static gboolean parse_internaldate(const char *str, gint64 *time_r)
 		   &ss, &sign, &zone) != 8 ||
 	    (sign != '+' && sign != '-'))
 		return FALSE;
-	const char *m = g_strstr_len(months, -1, mon);
-	if (m == NULL || (m - months) % 3 != 0 || day < 1 || day > 31 ||
-	    hh > 23 || mm > 59 || ss > 60 || year < 1900 || year > 9999)
+	int month = 0;
+	while (month < 12 && g_ascii_strncasecmp(months + 3 * month, mon, 3))
+		month++;
+	if (month == 12 || strlen(mon) != 3 || day < 1 || day > 31 || hh > 23 ||
+	    mm > 59 || ss > 60 || year < 1 || year > 9999)
 		return FALSE;
-	g_autoptr(GDateTime) utc = g_date_time_new_utc(
-		year, (int)(m - months) / 3 + 1, day, hh, mm, ss);
+	/* A leap second is taken as the second before it. */
+	g_autoptr(GDateTime) utc =
+		g_date_time_new_utc(year, month + 1, day, hh, mm, MIN(ss, 59));
 	if (utc == NULL)
 		return FALSE;
 	gint64 offset = (zone / 100) * 3600 + (zone % 100) * 60;
@@ -885,24 +904,39 @@ static char *join_flags(const ImapfsArg *flags)
 	return g_string_free(g_steal_pointer(&out), FALSE);
 }
 
+/* More FETCH replies than this for one listing is a hostile server. */
+#define MAX_INDEX_ENTRIES (16u * 1024 * 1024)
+
+typedef struct {
+	GArray *out;
+	guint limit;
+	gboolean overflow;
+} IndexFetch;
+
 static void on_index(ImapfsSession *s, ImapfsResponse *resp, gpointer ctx)
 {
-	GArray *out = ctx;
+	IndexFetch *ix = ctx;
 	GPtrArray *items = fetch_items(resp);
 	ImapfsMessageInfo info = {0};
 	guint64 size;
 
-	/* Replies lacking what we asked for are flag updates or noise. */
+	/* Replies without UID and size are flag updates or noise. */
 	if (items == NULL || !arg_u32(fetch_item(items, "UID"), &info.uid) ||
 	    info.uid == 0 ||
-	    !imapfs_arg_number(fetch_item(items, "RFC822.SIZE"), &size) ||
-	    !parse_internaldate(
+	    !imapfs_arg_number(fetch_item(items, "RFC822.SIZE"), &size))
+		return;
+	if (ix->out->len >= ix->limit) {
+		ix->overflow = TRUE;
+		return;
+	}
+	/* A date we cannot read must not hide the message: it shows as 0. */
+	if (!parse_internaldate(
 		    imapfs_arg_str(fetch_item(items, "INTERNALDATE")),
 		    &info.internaldate))
-		return;
+		info.internaldate = 0;
 	info.size = size;
 	info.flags = join_flags(fetch_item(items, "FLAGS"));
-	g_array_append_val(out, info);
+	g_array_append_val(ix->out, info);
 }
 
 static gint cmp_uid(gconstpointer a, gconstpointer b)
@@ -927,7 +961,13 @@ static void sort_unique(GArray *msgs)
 			imapfs_message_info_clear(m);
 			continue;
 		}
-		g_array_index(msgs, ImapfsMessageInfo, keep++) = *m;
+		if (keep != i) {
+			g_array_index(msgs, ImapfsMessageInfo, keep) = *m;
+			/* The tail is cleared by set_size: it must not free
+			 * what the kept copy now owns. */
+			memset(m, 0, sizeof(*m));
+		}
+		keep++;
 	}
 	g_array_set_size(msgs, keep);
 }
@@ -936,7 +976,10 @@ GArray *imapfs_session_fetch_index(ImapfsSession *s, GError **error)
 {
 	g_autoptr(GArray) out =
 		g_array_new(FALSE, TRUE, sizeof(ImapfsMessageInfo));
-	Command cmd = {"UID FETCH", on_index, NULL, out};
+	/* Room for messages arriving meanwhile, but not without bound. */
+	IndexFetch ix = {out, MIN(MAX_INDEX_ENTRIES, s->mbox.exists * 2 + 1024),
+			 FALSE};
+	Command cmd = {"UID FETCH", on_index, NULL, &ix};
 
 	g_array_set_clear_func(out, imapfs_message_info_clear);
 	/* "1:*" on an empty mailbox is an error on some servers. */
@@ -944,6 +987,13 @@ GArray *imapfs_session_fetch_index(ImapfsSession *s, GError **error)
 	    !run(s, "UID FETCH 1:* (UID RFC822.SIZE INTERNALDATE FLAGS)", NULL,
 		 &cmd, error))
 		return NULL;
+	if (ix.overflow) {
+		set_broken(s);
+		g_set_error(error, IMAPFS_ERROR, IMAPFS_ERROR_PROTOCOL,
+			    "\"%s\" sent more messages than the mailbox holds",
+			    s->cfg->host);
+		return NULL;
+	}
 	sort_unique(out);
 	return g_steal_pointer(&out);
 }
@@ -1020,6 +1070,7 @@ static void on_body(ImapfsSession *s, ImapfsResponse *resp, gpointer ctx)
 		/* NIL or "" (past the end) leave the window empty; a small
 		 * inline string is taken like a streamed literal. */
 		if (v->type == IMAPFS_ARG_STRING) {
+			g_byte_array_set_size(bf->pending, 0);
 			bf->lit_pos = origin;
 			body_data(bf, (const guint8 *)v->data, v->len, NULL);
 		}
