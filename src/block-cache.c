@@ -166,8 +166,10 @@ gssize imapfs_block_cache_read(ImapfsBlockCache *cache,
 		guint64 pos = offset + done;
 		guint64 index = pos / IMAPFS_BLOCK_SIZE;
 		g_autoptr(GBytes) data = get_block(cache, key, index, error);
+		/* Never a short count on failure: the kernel would take it
+		 * for the end of the file and cp would succeed, truncated. */
 		if (data == NULL)
-			return done > 0 ? (gssize)done : -1;
+			return -1;
 		gsize size = g_bytes_get_size(data);
 		gsize in_block = pos - index * IMAPFS_BLOCK_SIZE;
 		if (in_block >= size)
