@@ -61,6 +61,9 @@ void imapfs_pool_shutdown(ImapfsPool *pool)
 	g_mutex_unlock(&pool->lock);
 }
 
+static void release(ImapfsPool *pool, ImapfsSession *s);
+static gboolean fail_shut_down(GError **error);
+
 /* Opens a new session; the caller has already counted it. */
 static ImapfsSession *open_session(ImapfsPool *pool, GError **error)
 {
@@ -78,7 +81,14 @@ static ImapfsSession *open_session(ImapfsPool *pool, GError **error)
 	}
 	g_mutex_lock(&pool->lock);
 	g_ptr_array_add(pool->busy, s);
+	gboolean shut_down = pool->shut_down;
 	g_mutex_unlock(&pool->lock);
+	if (shut_down) {
+		/* Unmounting began while this one was being opened. */
+		release(pool, s);
+		fail_shut_down(error);
+		return NULL;
+	}
 	return s;
 }
 
@@ -103,12 +113,13 @@ static gboolean fail_shut_down(GError **error)
 }
 
 /*
- * Hands out a session: an idle one, a new one while under the limit, or
- * the next one released within the timeout. *fresh_r tells whether it was
- * just opened (a failure on it is then not worth a retry).
+ * Hands out a session: an idle one (unless @force_new), a new one while
+ * under the limit, or the next one released within the timeout. *fresh_r tells
+ * whether it was just opened (a failure on it is then not worth a retry).
  */
 static ImapfsSession *acquire(ImapfsPool *pool, const char *mailbox,
-			      gboolean *fresh_r, GError **error)
+			      gboolean force_new, gboolean *fresh_r,
+			      GError **error)
 {
 	gint64 deadline = g_get_monotonic_time() +
 			  (gint64)pool->cfg->timeout * G_TIME_SPAN_SECOND;
@@ -116,7 +127,7 @@ static ImapfsSession *acquire(ImapfsPool *pool, const char *mailbox,
 
 	g_mutex_lock(&pool->lock);
 	while (!pool->shut_down) {
-		s = take_idle(pool, mailbox);
+		s = force_new ? NULL : take_idle(pool, mailbox);
 		if (s) {
 			g_ptr_array_add(pool->busy, s);
 			g_mutex_unlock(&pool->lock);
@@ -165,7 +176,7 @@ static void release(ImapfsPool *pool, ImapfsSession *s)
 gboolean imapfs_pool_check(ImapfsPool *pool, GError **error)
 {
 	gboolean fresh;
-	ImapfsSession *s = acquire(pool, NULL, &fresh, error);
+	ImapfsSession *s = acquire(pool, NULL, FALSE, &fresh, error);
 
 	if (s == NULL)
 		return FALSE;
@@ -204,11 +215,30 @@ static gboolean connection_error(const GError *error)
 		error->code == IMAPFS_ERROR_TLS);
 }
 
-static gboolean run_once(ImapfsPool *pool, const char *mailbox,
-			 guint32 uidvalidity, ImapfsPoolFunc func,
-			 gpointer data, gboolean *fresh_r, GError **error)
+/* After one connection turned out dead, the idle ones, as old, likely
+ * are too (a suspended laptop, a NAT timeout): drop them all rather
+ * than discover it one timeout at a time. */
+static void drop_idle(ImapfsPool *pool)
 {
-	ImapfsSession *s = acquire(pool, mailbox, fresh_r, error);
+	GQueue dead = G_QUEUE_INIT;
+	ImapfsSession *s;
+
+	g_mutex_lock(&pool->lock);
+	dead = pool->idle;
+	g_queue_init(&pool->idle);
+	pool->count -= dead.length;
+	g_cond_broadcast(&pool->available);
+	g_mutex_unlock(&pool->lock);
+	while ((s = g_queue_pop_head(&dead)))
+		imapfs_session_free(s);
+}
+
+static gboolean run_once(ImapfsPool *pool, const char *mailbox,
+			 guint32 uidvalidity, gboolean force_new,
+			 ImapfsPoolFunc func, gpointer data, gboolean *fresh_r,
+			 GError **error)
+{
+	ImapfsSession *s = acquire(pool, mailbox, force_new, fresh_r, error);
 	gboolean ok;
 
 	if (s == NULL)
@@ -226,14 +256,19 @@ gboolean imapfs_pool_run(ImapfsPool *pool, const char *mailbox,
 	GError *local = NULL;
 	gboolean fresh = FALSE;
 
-	if (run_once(pool, mailbox, uidvalidity, func, data, &fresh, &local))
+	if (run_once(pool, mailbox, uidvalidity, FALSE, func, data, &fresh,
+		     &local))
 		return TRUE;
-	if (idempotent && !fresh && connection_error(local)) {
-		imapfs_trace(IMAPFS_TRACE_POOL, "pool: retrying after: %s",
-			     local->message);
-		g_clear_error(&local);
-		return run_once(pool, mailbox, uidvalidity, func, data, &fresh,
-				error);
+	if (!fresh && connection_error(local)) {
+		drop_idle(pool);
+		if (idempotent) {
+			imapfs_trace(IMAPFS_TRACE_POOL,
+				     "pool: retrying after: %s",
+				     local->message);
+			g_clear_error(&local);
+			return run_once(pool, mailbox, uidvalidity, TRUE, func,
+					data, &fresh, error);
+		}
 	}
 	g_propagate_error(error, local);
 	return FALSE;
