@@ -1,4 +1,5 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
+#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -42,7 +43,11 @@ struct ImapfsTree {
 	GMutex lock;
 	GPtrArray *slots;    /* Mailbox *, index = slot; protected by lock */
 	GHashTable *by_path; /* path -> current Mailbox *; protected by lock */
-	gint64 listed_at;    /* last LIST; protected by lock */
+	/* message ino -> the size its data showed, where RFC822.SIZE was
+	 * wrong; survives listing refreshes. Protected by lock. */
+	GHashTable *corrected;
+	GHashTable *warned; /* server names already warned about; by lock */
+	gint64 listed_at;   /* last LIST; protected by lock */
 };
 
 static void mailbox_free(gpointer p)
@@ -98,6 +103,10 @@ ImapfsTree *imapfs_tree_new(const ImapfsConfig *cfg, ImapfsPool *pool,
 	g_mutex_init(&tree->lock);
 	tree->slots = g_ptr_array_new_with_free_func(mailbox_free);
 	tree->by_path = g_hash_table_new(g_str_hash, g_str_equal);
+	tree->corrected = g_hash_table_new_full(g_int64_hash, g_int64_equal,
+						g_free, NULL);
+	tree->warned =
+		g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
 	add_mailbox(tree, "");
 	return tree;
 }
@@ -107,6 +116,8 @@ void imapfs_tree_free(ImapfsTree *tree)
 	if (tree == NULL)
 		return;
 	g_hash_table_unref(tree->by_path);
+	g_hash_table_unref(tree->corrected);
+	g_hash_table_unref(tree->warned);
 	g_ptr_array_unref(tree->slots);
 	g_strfreev(tree->root_levels);
 	g_mutex_clear(&tree->lock);
@@ -118,7 +129,10 @@ void imapfs_tree_free(ImapfsTree *tree)
 
 static guint64 dir_ino(const Mailbox *m)
 {
-	return m->slot == 0 ? IMAPFS_ROOT_INO : (guint64)m->slot << SLOT_SHIFT;
+	/* The root keeps inode 1 even when a recreated /MAILBOX gave it a
+	 * new slot for its messages. */
+	return *m->path == '\0' ? IMAPFS_ROOT_INO
+				: (guint64)m->slot << SLOT_SHIFT;
 }
 
 static guint64 message_ino(const Mailbox *m, guint32 uid)
@@ -133,7 +147,7 @@ static Mailbox *dir_of(ImapfsTree *tree, guint64 ino)
 	guint64 slot = ino >> SLOT_SHIFT;
 
 	if (ino == IMAPFS_ROOT_INO)
-		return tree->slots->pdata[0];
+		return g_hash_table_lookup(tree->by_path, "");
 	if ((ino & ((G_GUINT64_CONSTANT(1) << SLOT_SHIFT) - 1)) != 0 ||
 	    slot == 0 || slot >= tree->slots->len)
 		return NULL;
@@ -263,6 +277,29 @@ static Mailbox *ensure_dir(ImapfsTree *tree, const char *path)
 	return m;
 }
 
+/* LIST is asked again every few seconds: say each problem once. Called
+ * locked. */
+static void warn_once(ImapfsTree *tree, const char *server_name,
+		      const char *why)
+{
+	if (!g_hash_table_add(tree->warned, g_strdup(server_name)))
+		return;
+	g_autofree char *q = imapfs_log_quote(server_name);
+	g_warning("skipping mailbox \"%s\": %s", q, why);
+}
+
+/* Every element of @path fits a file name (NAME_MAX); the kernel would
+ * fail the whole readdir otherwise. */
+static gboolean names_fit(const char *path)
+{
+	g_auto(GStrv) names = g_strsplit(path, "/", -1);
+
+	for (guint i = 0; names[i]; i++)
+		if (strlen(names[i]) > NAME_MAX)
+			return FALSE;
+	return TRUE;
+}
+
 /* Called locked. */
 static void apply_entry(ImapfsTree *tree, const ImapfsListEntry *e,
 			gboolean utf8)
@@ -272,14 +309,17 @@ static void apply_entry(ImapfsTree *tree, const ImapfsListEntry *e,
 		imapfs_mailbox_to_levels(e->name, e->delim, utf8, &error);
 
 	if (levels == NULL) {
-		g_warning("skipping mailbox \"%s\": %s", e->name,
-			  error->message);
+		warn_once(tree, e->name, error->message);
 		return;
 	}
 	g_auto(GStrv) rel = relative_levels(tree, levels);
 	if (rel == NULL)
 		return;
 	g_autofree char *path = levels_to_path(rel);
+	if (!names_fit(path)) {
+		warn_once(tree, e->name, "a level is longer than NAME_MAX");
+		return;
+	}
 	Mailbox *m = ensure_dir(tree, path);
 	if (m == NULL || (e->flags & IMAPFS_MBOX_NONEXISTENT))
 		return;
@@ -293,12 +333,19 @@ static gboolean apply_list(ImapfsTree *tree, ListResult *r, GError **error)
 	gboolean found;
 
 	g_mutex_lock(&tree->lock);
-	for (guint i = 1; i < tree->slots->len; i++)
-		((Mailbox *)tree->slots->pdata[i])->present = FALSE;
+	/* What LIST no longer says must not linger: a deleted parent of a
+	 * remaining child is a bare directory again. */
+	for (guint i = 0; i < tree->slots->len; i++) {
+		Mailbox *m = tree->slots->pdata[i];
+		if (*m->path)
+			m->present = FALSE;
+		g_clear_pointer(&m->server_name, g_free);
+		m->selectable = FALSE;
+	}
 	for (guint i = 0; i < r->entries->len; i++)
 		apply_entry(tree, r->entries->pdata[i], r->utf8);
 	/* With /MAILBOX, the root must be that mailbox or its parent. */
-	Mailbox *root = tree->slots->pdata[0];
+	Mailbox *root = g_hash_table_lookup(tree->by_path, "");
 	found = tree->root_levels == NULL || root->server_name != NULL;
 	for (guint i = 1; !found && i < tree->slots->len; i++)
 		found = ((Mailbox *)tree->slots->pdata[i])->present;
@@ -377,6 +424,24 @@ static Mailbox *renew_slot(ImapfsTree *tree, Mailbox *old)
 	return m;
 }
 
+/* A refreshed listing brings RFC822.SIZE back: apply what the data
+ * showed instead. Called locked. */
+static void reapply_corrections(ImapfsTree *tree, Mailbox *m)
+{
+	GHashTableIter iter;
+	guint64 *known;
+
+	g_hash_table_iter_init(&iter, tree->corrected);
+	while (g_hash_table_iter_next(&iter, (gpointer *)&known, NULL)) {
+		if (known[0] >> SLOT_SHIFT != m->slot)
+			continue;
+		ImapfsMessageInfo *info =
+			find_message(m, (guint32)(known[0] >> UID_SHIFT));
+		if (info)
+			info->size = known[1];
+	}
+}
+
 static void apply_index(ImapfsTree *tree, const char *path, IndexResult *r)
 {
 	g_mutex_lock(&tree->lock);
@@ -387,6 +452,7 @@ static void apply_index(ImapfsTree *tree, const char *path, IndexResult *r)
 		if (m->messages)
 			g_array_unref(m->messages);
 		m->messages = g_steal_pointer(&r->messages);
+		reapply_corrections(tree, m);
 	}
 	if (m) {
 		m->state = r->state;
@@ -602,18 +668,31 @@ static gboolean message_key(ImapfsTree *tree, guint64 ino,
 	return info != NULL || fail_noent(error, "message");
 }
 
-static void correct_size(ImapfsTree *tree, guint64 ino, guint64 size)
+/* Remembers the size the data showed; returns whether an earlier open
+ * had already found RFC822.SIZE wrong. */
+static gboolean correct_size(ImapfsTree *tree, guint64 ino, guint64 listed,
+			     guint64 size)
 {
 	Mailbox *m;
 	guint32 uid;
 
 	g_mutex_lock(&tree->lock);
+	guint64 *known = g_hash_table_lookup(tree->corrected, &ino);
+	gboolean before = known != NULL;
+	if (size != listed && !before) {
+		known = g_new(guint64, 2);
+		known[0] = ino;
+		g_hash_table_insert(tree->corrected, known, known);
+	}
+	if (known)
+		known[1] = size;
 	if (decode_message(tree, ino, &m, &uid)) {
 		ImapfsMessageInfo *info = find_message(m, uid);
 		if (info)
 			info->size = size;
 	}
 	g_mutex_unlock(&tree->lock);
+	return before;
 }
 
 gboolean imapfs_tree_open(ImapfsTree *tree, guint64 ino, guint64 *size_r,
@@ -627,13 +706,16 @@ gboolean imapfs_tree_open(ImapfsTree *tree, guint64 ino, guint64 *size_r,
 	g_autofree char *name = (char *)key.mailbox;
 	if (!imapfs_block_cache_size(tree->cache, &key, listed, size_r, error))
 		return FALSE;
-	*changed_r = *size_r != listed;
-	if (*changed_r) {
+	/* The kernel may still hold RFC822.SIZE from the listing, so a size
+	 * once found wrong stays "changed" for every later open. */
+	gboolean before = correct_size(tree, ino, listed, *size_r);
+	*changed_r = before || *size_r != listed;
+	if (*size_r != listed) {
+		g_autofree char *q = imapfs_log_quote(key.mailbox);
 		g_warning("message \"%u.eml\" in \"%s\": the server said "
 			  "%" G_GUINT64_FORMAT
 			  " bytes but sent %" G_GUINT64_FORMAT,
-			  key.uid, key.mailbox, listed, *size_r);
-		correct_size(tree, ino, *size_r);
+			  key.uid, q, listed, *size_r);
 	}
 	return TRUE;
 }
