@@ -239,10 +239,17 @@ static char *password_from_env(void)
 	const char *value = g_getenv("IMAPFS_PASSWORD");
 	const char *nl;
 
+	char *secret;
+
 	if (!value || *value == '\0')
 		return NULL;
 	nl = strchr(value, '\n');
-	return nl ? g_strndup(value, (gsize)(nl - value)) : g_strdup(value);
+	secret = nl ? g_strndup(value, (gsize)(nl - value)) : g_strdup(value);
+	/* Left in place it would show in /proc/PID/environ for the life of
+	 * the daemon and reach every child (fusermount3, commands). */
+	OPENSSL_cleanse((char *)value, strlen(value));
+	g_unsetenv("IMAPFS_PASSWORD");
+	return secret;
 }
 
 /* Echo stays off only while reading, and is restored even on a read
