@@ -10,6 +10,7 @@
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <unistd.h>
 
 #include "imapfs/block-cache.h"
@@ -108,7 +109,7 @@ static gboolean parse_owner_option(Args *a, const char *opt)
 	} else {
 		return FALSE;
 	}
-	if (*end != '\0' && a->error == NULL)
+	if ((*end != '\0' || end == strchr(opt, '=') + 1) && a->error == NULL)
 		g_set_error(&a->error, IMAPFS_ERROR, IMAPFS_ERROR_CONFIG,
 			    "invalid value in option \"%s\"", opt);
 	return TRUE;
