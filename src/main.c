@@ -220,7 +220,48 @@ static char *fsname_option(const ImapfsConfig *cfg)
 	return g_string_free(g_steal_pointer(&opt), FALSE);
 }
 
-static int serve(struct fuse_args *fargs, Args *a, ImapfsTree *tree)
+typedef struct {
+	struct fuse_session *se;
+	ImapfsPool *pool;
+	gint stop; /* atomic */
+} ExitWatch;
+
+/* libfuse waits for every request in progress before its loop returns;
+ * one stuck on a silent server would hold up an unmount or SIGTERM for
+ * the whole timeout. This thread notices that the session ended and makes
+ * such requests fail at once. */
+static gpointer watch_exit(gpointer data)
+{
+	ExitWatch *w = data;
+
+	while (!g_atomic_int_get(&w->stop)) {
+		if (fuse_session_exited(w->se)) {
+			imapfs_pool_shutdown(w->pool);
+			break;
+		}
+		g_usleep(100 * 1000);
+	}
+	return NULL;
+}
+
+static int loop(struct fuse_session *se, ImapfsPool *pool)
+{
+	struct fuse_loop_config config = {.clone_fd = 0,
+					  .max_idle_threads = 10};
+	ExitWatch watch = {se, pool, 0};
+	/* Started only now: threads do not survive fuse_daemonize()'s fork. */
+	GThread *watcher = g_thread_new("exit-watch", watch_exit, &watch);
+	int ret = fuse_session_loop_mt(se, &config);
+
+	g_atomic_int_set(&watch.stop, 1);
+	g_thread_join(watcher);
+	/* libfuse reports the signal that ended the loop; being told to
+	 * stop is a clean end for us. */
+	return ret != 0 && ret != SIGTERM && ret != SIGINT && ret != SIGHUP;
+}
+
+static int serve(struct fuse_args *fargs, Args *a, ImapfsTree *tree,
+		 ImapfsPool *pool)
 {
 	g_autoptr(ImapfsFs) fs = imapfs_fs_new(tree, &a->owner);
 	struct fuse_session *se;
@@ -238,11 +279,7 @@ static int serve(struct fuse_args *fargs, Args *a, ImapfsTree *tree)
 		goto out_unmount;
 	if (!a->foreground)
 		imapfs_log_use_syslog();
-	struct fuse_loop_config loop = {.clone_fd = 0, .max_idle_threads = 10};
-	ret = fuse_session_loop_mt(se, &loop);
-	/* libfuse reports the signal that ended the loop; being told to
-	 * stop is a clean end for us. */
-	ret = ret != 0 && ret != SIGTERM && ret != SIGINT && ret != SIGHUP;
+	ret = loop(se, pool);
 out_unmount:
 	fuse_session_unmount(se);
 out_handlers:
@@ -270,7 +307,7 @@ static int run(struct fuse_args *fargs, Args *a)
 	if (!imapfs_tree_load(tree, &error))
 		ret = fail(NULL, error);
 	else
-		ret = serve(fargs, a, tree);
+		ret = serve(fargs, a, tree, pool);
 	imapfs_tree_free(tree);
 	imapfs_block_cache_free(cache);
 	imapfs_pool_free(pool);

@@ -4,7 +4,9 @@
 an error."""
 
 import os
+import signal
 import subprocess
+import time
 
 import imapfs_fixtures as F
 from imapfs_fixtures import tool
@@ -39,3 +41,35 @@ def test_reads_survive_dropped_connections(fresh_server, mount):
     assert set(os.listdir(inbox)) == want_names
     assert set(os.listdir(m.mountpoint)) >= {'INBOX', 'Archive'}
     assert fresh_server.log_text().count('Login:') > logins_before
+
+
+def server_children(dovecot):
+    """The pids of the imap processes serving our connections."""
+    out = subprocess.run(['pgrep', '-P', str(dovecot.proc.pid), '-x', 'imap'],
+                         stdout=subprocess.PIPE).stdout.decode()
+    return [int(p) for p in out.split()]
+
+
+def test_sigterm_does_not_wait_for_a_silent_server(fresh_server, mount):
+    m = mount(server=fresh_server)          # timeout=60 (the default)
+    box = fresh_server.corpus['INBOX']
+    inbox = os.path.join(m.mountpoint, 'INBOX')
+    assert os.listdir(inbox)
+    stopped = server_children(fresh_server)
+    assert stopped
+    for pid in stopped:
+        os.kill(pid, signal.SIGSTOP)
+    try:
+        msg = box.messages[max(box.messages)]
+        reader = subprocess.Popen(['cat', os.path.join(inbox, msg.filename)],
+                                  stdout=subprocess.DEVNULL,
+                                  stderr=subprocess.DEVNULL)
+        time.sleep(1)
+        assert reader.poll() is None, 'the read should be waiting'
+        t = time.monotonic()
+        m.signal(signal.SIGTERM, timeout=10)
+        assert time.monotonic() - t < 8
+        assert reader.wait(timeout=10) != 0
+    finally:
+        for pid in stopped:
+            os.kill(pid, signal.SIGCONT)
