@@ -129,6 +129,15 @@ static struct addrinfo *resolve(const char *host, guint16 port, GError **error)
 	return NULL;
 }
 
+static guint count_addresses(const struct addrinfo *ai)
+{
+	guint n = 0;
+
+	for (; ai; ai = ai->ai_next)
+		n++;
+	return n;
+}
+
 int imapfs_net_connect(const char *host, guint16 port, guint timeout_ms,
 		       GError **error)
 {
@@ -140,14 +149,19 @@ int imapfs_net_connect(const char *host, guint16 port, guint timeout_ms,
 	res = resolve(host, port, error);
 	if (!res)
 		return -1;
-	for (ai = res; ai && fd < 0; ai = ai->ai_next) {
+	guint left = count_addresses(res);
+	for (ai = res; ai && fd < 0; ai = ai->ai_next, left--) {
 		if (ms_left(deadline) == 0) {
 			err = ETIMEDOUT;
 			break;
 		}
+		/* A dead first address (often IPv6) must leave time for the
+		 * others: each gets an equal share of what remains. */
+		gint64 now = g_get_monotonic_time();
+		gint64 attempt_deadline = now + (deadline - now) / left;
 		imapfs_trace(IMAPFS_TRACE_NET, "connecting to \"%s\" over %s",
 			     peer, ai->ai_family == AF_INET6 ? "IPv6" : "IPv4");
-		fd = connect_one(ai, deadline);
+		fd = connect_one(ai, attempt_deadline);
 		if (fd < 0)
 			err = errno;
 	}
