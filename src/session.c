@@ -596,14 +596,43 @@ static gboolean auth_login(ImapfsSession *s, GError **error)
 	return ok;
 }
 
+/* SASL LOGIN: the server asks for the user name, then the password,
+ * each base64-encoded; anything after that is a failure to cancel. */
+static gboolean sasl_login_continue(ImapfsSession *s, ImapfsResponse *resp,
+				    gpointer ctx, GError **error)
+{
+	guint *step = ctx;
+	const char *secret = *step == 0 ? s->cfg->user : s->password;
+
+	if ((*step)++ >= 2)
+		return send_raw(s, "*\r\n", 3, error);
+	char *b64 = g_base64_encode((const guchar *)secret, strlen(secret));
+	gboolean ok = send_secret_line(s, b64, error);
+	OPENSSL_cleanse(b64, strlen(b64));
+	g_free(b64);
+	return ok;
+}
+
+static gboolean auth_sasl_login(ImapfsSession *s, GError **error)
+{
+	guint step = 0;
+	Command cmd = {"AUTHENTICATE", NULL, sasl_login_continue, &step};
+
+	return run(s, "AUTHENTICATE LOGIN", NULL, &cmd, error);
+}
+
 static gboolean choose_and_login(ImapfsSession *s, GError **error)
 {
 	const char *forced = s->cfg->auth;
 
 	if (forced && g_ascii_strcasecmp(forced, "PLAIN") == 0)
 		return auth_plain(s, error);
+	/* auth=login names the SASL mechanism; a server without it still
+	 * has the LOGIN command, which carries the same credentials. */
 	if (forced && g_ascii_strcasecmp(forced, "LOGIN") == 0)
-		return auth_login(s, error);
+		return imapfs_session_has(s, IMAPFS_CAP_AUTH_LOGIN)
+			       ? auth_sasl_login(s, error)
+			       : auth_login(s, error);
 	if (forced) {
 		g_set_error(error, IMAPFS_ERROR, IMAPFS_ERROR_UNSUPPORTED,
 			    "authentication mechanism \"%s\" is not supported "

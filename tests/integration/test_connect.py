@@ -239,6 +239,26 @@ def test_debug_traces_conversation_without_password(mount, corpus):
         assert s not in err, 'secret %r leaked in the -d trace' % s
 
 
+@pytest.mark.parametrize('mech', ['plain', 'login'])
+def test_forced_mechanism_is_used_and_redacted(fresh_server, mount, mech):
+    m = mount(server=fresh_server, debug=True,
+              options=['cafile=' + fresh_server.cafile, 'auth=' + mech])
+    read_first(m, fresh_server.corpus)
+    m.stop()
+    ours = logins(fresh_server)[1:]     # [0] was the corpus loader
+    assert ours and all('method=%s' % mech.upper() in ln for ln in ours), \
+        ours
+    err = m.stderr()
+    assert re.search(r'AUTHENTICATE %s' % mech.upper(), err), err[-3000:]
+    for secret in (PASSWORD, base64.b64encode(PASSWORD.encode()).decode()):
+        assert secret not in err
+
+
+def test_unsupported_mechanism_fails_clearly(tmp_path, server):
+    expect_failure(tmp_path, ['-o', 'cafile=%s,auth=cram-md5' % server.cafile,
+                              server.url()], r'CRAM-MD5.*not supported')
+
+
 # -- lifecycle ----------------------------------------------------------------
 
 def test_daemon_mode(mount, corpus):
