@@ -468,36 +468,40 @@ static gboolean refresh_capabilities(ImapfsSession *s, GError **error)
 	return run_simple(s, "CAPABILITY", error);
 }
 
+static gboolean tls_handshake(ImapfsSession *s, GError **error)
+{
+	if (imapfs_stream_start_tls(s->stream, s->tls, s->cfg->host, error))
+		return TRUE;
+	set_broken(s);
+	return FALSE;
+}
+
+/* STARTTLS on an imap:// connection. TRUE without TLS only when the
+ * server offers none and plain text was allowed. */
 static gboolean start_tls(ImapfsSession *s, GError **error)
 {
-	if (!s->cfg->implicit_tls) {
-		if (!imapfs_session_has(s, IMAPFS_CAP_STARTTLS)) {
-			if (s->cfg->allow_plaintext)
-				return TRUE;
-			g_set_error(error, IMAPFS_ERROR, IMAPFS_ERROR_PLAINTEXT,
-				    "\"%s\" does not offer STARTTLS; refusing "
-				    "to log in over plain text (use imaps:// "
-				    "or -o allow_plaintext)",
-				    s->cfg->host);
-			return FALSE;
-		}
-		if (!run_simple(s, "STARTTLS", error))
-			return FALSE;
-		/* Bytes already buffered after the OK would be an injection
-		 * attack on STARTTLS (CVE-2011-0411 class): refuse them. */
-		if (s->rbuf_pos != s->rbuf_len) {
-			set_broken(s);
-			g_set_error(error, IMAPFS_ERROR, IMAPFS_ERROR_PROTOCOL,
-				    "\"%s\" sent data before the TLS handshake",
-				    s->cfg->host);
-			return FALSE;
-		}
-	}
-	if (!imapfs_stream_start_tls(s->stream, s->tls, s->cfg->host, error)) {
-		set_broken(s);
+	if (!imapfs_session_has(s, IMAPFS_CAP_STARTTLS)) {
+		if (s->cfg->allow_plaintext)
+			return TRUE;
+		g_set_error(error, IMAPFS_ERROR, IMAPFS_ERROR_PLAINTEXT,
+			    "\"%s\" does not offer STARTTLS; refusing to log "
+			    "in over plain text (use imaps:// or "
+			    "-o allow_plaintext)",
+			    s->cfg->host);
 		return FALSE;
 	}
-	return TRUE;
+	if (!run_simple(s, "STARTTLS", error))
+		return FALSE;
+	/* Bytes already buffered after the OK would be an injection attack
+	 * on STARTTLS (CVE-2011-0411 class): refuse them. */
+	if (s->rbuf_pos != s->rbuf_len) {
+		set_broken(s);
+		g_set_error(error, IMAPFS_ERROR, IMAPFS_ERROR_PROTOCOL,
+			    "\"%s\" sent data before the TLS handshake",
+			    s->cfg->host);
+		return FALSE;
+	}
+	return tls_handshake(s, error);
 }
 
 /* "\0user\0password", base64: the SASL PLAIN message. Wipes its copy. */
@@ -695,11 +699,8 @@ static gboolean connect_stream(ImapfsSession *s, GError **error)
 		set_broken(s);
 		return FALSE;
 	}
-	if (s->cfg->implicit_tls &&
-	    !imapfs_stream_start_tls(s->stream, s->tls, s->cfg->host, error)) {
-		set_broken(s);
+	if (s->cfg->implicit_tls && !tls_handshake(s, error))
 		return FALSE;
-	}
 	return TRUE;
 }
 

@@ -569,7 +569,10 @@ gboolean imapfs_tree_lookup(ImapfsTree *tree, guint64 parent, const char *name,
 		found = lookup_locked(tree, dir, name, attr);
 	}
 	g_mutex_unlock(&tree->lock);
-	if (dir == NULL || found)
+	/* Only a message name can be news from the server; child mailboxes
+	 * come from LIST, and other names never exist. */
+	guint32 uid;
+	if (dir == NULL || found || !parse_message_name(name, &uid))
 		return found || fail_noent(error, name);
 	/* Not known yet: a message may have arrived, or the listing was
 	 * never loaded. */
