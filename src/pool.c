@@ -12,11 +12,18 @@ struct ImapfsPool {
 	char *password;
 	GMutex lock;
 	GCond available;
-	GQueue idle;	    /* ImapfsSession *; protected by lock */
-	GPtrArray *busy;    /* sessions handed out; protected by lock */
-	guint count;	    /* idle + busy + being opened; protected by lock */
+	GQueue idle;	 /* ImapfsSession *; protected by lock */
+	GPtrArray *busy; /* sessions handed out; protected by lock */
+	guint count;	 /* idle + busy + being opened; protected by lock */
+	/* What the server tolerates: lowered when it refuses a connection
+	 * while others are open, retried after LIMIT_RETRY. By lock. */
+	guint limit;
+	gint64 limit_until; /* monotonic; 0: cfg->connections applies */
 	gboolean shut_down; /* protected by lock */
 };
+
+/* How long a lowered connection limit holds before we try for more. */
+#define LIMIT_RETRY (5 * 60 * G_TIME_SPAN_SECOND)
 
 ImapfsPool *imapfs_pool_new(const ImapfsConfig *cfg, ImapfsTlsContext *tls,
 			    char *password)
@@ -64,19 +71,58 @@ void imapfs_pool_shutdown(ImapfsPool *pool)
 static void release(ImapfsPool *pool, ImapfsSession *s);
 static gboolean fail_shut_down(GError **error);
 
-/* Opens a new session; the caller has already counted it. */
-static ImapfsSession *open_session(ImapfsPool *pool, GError **error)
+/* The most connections to have now. Called locked. */
+static guint current_limit(ImapfsPool *pool)
+{
+	if (pool->limit_until && g_get_monotonic_time() >= pool->limit_until)
+		pool->limit_until = 0;
+	return pool->limit_until ? pool->limit : pool->cfg->connections;
+}
+
+/*
+ * A server that refuses one more connection while others work (Dovecot's
+ * mail_max_userip_connections, [LIMIT], [UNAVAILABLE], "too many
+ * connections", whatever the wording) is telling us its limit: stay at
+ * the connections we have. Returns TRUE when the caller should wait for
+ * one of them rather than fail. Called locked.
+ */
+static gboolean lower_limit(ImapfsPool *pool, const GError *error)
+{
+	if (pool->count == 0 || error == NULL ||
+	    (error->domain == IMAPFS_ERROR &&
+	     error->code == IMAPFS_ERROR_CONFIG))
+		return FALSE;
+	if (!pool->limit_until || pool->limit != pool->count)
+		g_message("\"%s\" refused connection %u (%s): using %u",
+			  pool->cfg->host, pool->count + 1, error->message,
+			  pool->count);
+	pool->limit = pool->count;
+	pool->limit_until = g_get_monotonic_time() + LIMIT_RETRY;
+	return TRUE;
+}
+
+/* Opens a new session; the caller has already counted it. *wait_r
+ * tells, on failure, that the server's limit was reached. */
+static ImapfsSession *open_session(ImapfsPool *pool, gboolean *wait_r,
+				   GError **error)
 {
 	ImapfsSession *s =
 		imapfs_session_new(pool->cfg, pool->tls, pool->password);
+	GError *local = NULL;
 
 	imapfs_trace(IMAPFS_TRACE_POOL, "pool: opening a connection");
-	if (!imapfs_session_open(s, error)) {
+	*wait_r = FALSE;
+	if (!imapfs_session_open(s, &local)) {
 		imapfs_session_free(s);
 		g_mutex_lock(&pool->lock);
 		pool->count--;
+		*wait_r = lower_limit(pool, local);
 		g_cond_signal(&pool->available);
 		g_mutex_unlock(&pool->lock);
+		if (*wait_r)
+			g_error_free(local);
+		else
+			g_propagate_error(error, local);
 		return NULL;
 	}
 	g_mutex_lock(&pool->lock);
@@ -134,11 +180,16 @@ static ImapfsSession *acquire(ImapfsPool *pool, const char *mailbox,
 			*fresh_r = FALSE;
 			return s;
 		}
-		if (pool->count < pool->cfg->connections) {
+		if (pool->count < current_limit(pool)) {
+			gboolean wait;
 			pool->count++;
 			g_mutex_unlock(&pool->lock);
 			*fresh_r = TRUE;
-			return open_session(pool, error);
+			s = open_session(pool, &wait, error);
+			if (s || !wait)
+				return s;
+			g_mutex_lock(&pool->lock);
+			continue;
 		}
 		if (!g_cond_wait_until(&pool->available, &pool->lock,
 				       deadline)) {

@@ -21,17 +21,6 @@ typedef void (*UntaggedFunc)(ImapfsSession *s, ImapfsResponse *resp,
 typedef gboolean (*ContinueFunc)(ImapfsSession *s, ImapfsResponse *resp,
 				 gpointer ctx, GError **error);
 
-/* A partial body being received for imapfs_session_fetch_body(). */
-typedef struct {
-	guint32 uid;
-	guint64 offset; /* window wanted: [offset, offset + len) */
-	gsize len;
-	GByteArray *pending; /* window bytes of the literal in flight */
-	guint64 lit_pos;     /* message offset of the next literal byte */
-	gboolean found;	     /* a FETCH for uid delivered a body */
-	GByteArray *out;
-} BodyFetch;
-
 struct ImapfsSession {
 	const ImapfsConfig *cfg;
 	ImapfsTlsContext *tls;
@@ -44,11 +33,11 @@ struct ImapfsSession {
 	guint caps;
 	gboolean caps_seen; /* caps came from the server since last reset */
 	gboolean utf8;
+	gboolean condstore; /* ENABLEd */
 	guint tag_counter;
 	char *selected;
 	ImapfsMailboxState mbox;
-	char *bye_text;	 /* set when the server said BYE */
-	BodyFetch *body; /* the body fetch in flight, or NULL */
+	char *bye_text; /* set when the server said BYE */
 };
 
 static const char *state_name(ImapfsSessionState state)
@@ -104,6 +93,11 @@ gboolean imapfs_session_has(ImapfsSession *s, ImapfsCapability cap)
 gboolean imapfs_session_utf8(ImapfsSession *s)
 {
 	return s->utf8;
+}
+
+gboolean imapfs_session_condstore(ImapfsSession *s)
+{
+	return s->condstore;
 }
 
 const char *imapfs_session_selected(ImapfsSession *s)
@@ -205,6 +199,7 @@ static void set_capabilities(ImapfsSession *s, GPtrArray *words, guint first)
 		{"BINARY", IMAPFS_CAP_BINARY},
 		{"SPECIAL-USE", IMAPFS_CAP_SPECIAL_USE},
 		{"LITERAL+", IMAPFS_CAP_LITERAL_PLUS},
+		{"ESEARCH", IMAPFS_CAP_ESEARCH},
 	};
 
 	s->caps = 0;
@@ -253,6 +248,8 @@ static void handle_data(ImapfsSession *s, ImapfsResponse *resp)
 		for (guint i = 1; i < a->len; i++)
 			if (imapfs_arg_is_atom(a->pdata[i], "UTF8=ACCEPT"))
 				s->utf8 = TRUE;
+			else if (imapfs_arg_is_atom(a->pdata[i], "CONDSTORE"))
+				s->condstore = TRUE;
 	} else if (a->len >= 2 && imapfs_arg_is_atom(a->pdata[1], "EXISTS"))
 		arg_u32(a->pdata[0], &s->mbox.exists);
 	else if (a->len >= 2 && imapfs_arg_is_atom(a->pdata[1], "EXPUNGE") &&
@@ -340,6 +337,11 @@ static gboolean fail_continuation(ImapfsSession *s, GError **error)
 	return FALSE;
 }
 
+/* A command tag; emptied once its tagged reply has come. */
+typedef struct {
+	char s[16];
+} Tag;
+
 typedef struct {
 	const char *what; /* the command name, for messages */
 	UntaggedFunc untagged;
@@ -347,20 +349,33 @@ typedef struct {
 	gpointer ctx;
 } Command;
 
-/* Reads responses until the one tagged @tag; TRUE if it is OK. */
-static gboolean wait_tagged(ImapfsSession *s, const char *tag,
-			    const Command *cmd, GError **error)
+/* Reads responses until every command in @tags[0..@n) has its tagged
+ * reply (pipelined commands may finish in any order). TRUE if all are OK;
+ * otherwise @error says why the first one failed. */
+static gboolean wait_tags(ImapfsSession *s, Tag *tags, guint n,
+			  const Command *cmd, GError **error)
 {
-	for (;;) {
+	guint left = n;
+	gboolean ok = TRUE;
+
+	while (left > 0) {
 		g_autoptr(ImapfsResponse) resp = read_response(s, error);
 		if (resp == NULL)
 			return FALSE;
 		trace_response(resp);
 		switch (resp->kind) {
 		case IMAPFS_RESP_TAGGED:
-			if (g_strcmp0(resp->tag, tag) != 0)
-				break; /* a stray tag: ignore it */
-			return tagged_result(s, resp, cmd->what, error);
+			for (guint i = 0; i < n; i++) {
+				if (tags[i].s[0] == '\0' ||
+				    g_strcmp0(resp->tag, tags[i].s) != 0)
+					continue;
+				tags[i].s[0] = '\0';
+				left--;
+				if (!tagged_result(s, resp, cmd->what,
+						   ok ? error : NULL))
+					ok = FALSE;
+			}
+			break; /* a stray tag is ignored */
 		case IMAPFS_RESP_CONTINUATION:
 			if (cmd->cont == NULL)
 				return fail_continuation(s, error);
@@ -369,12 +384,31 @@ static gboolean wait_tagged(ImapfsSession *s, const char *tag,
 			break;
 		case IMAPFS_RESP_UNTAGGED:
 			if (!handle_common(s, resp))
-				return fail_bye(s, error);
+				return fail_bye(s, ok ? error : NULL);
 			if (cmd->untagged)
 				cmd->untagged(s, resp, cmd->ctx);
 			break;
 		}
 	}
+	return ok;
+}
+
+static gboolean check_connected(ImapfsSession *s, GError **error)
+{
+	if (s->stream != NULL && s->state != IMAPFS_SESSION_BROKEN)
+		return TRUE;
+	g_set_error(error, IMAPFS_ERROR, IMAPFS_ERROR_DISCONNECTED,
+		    "not connected to \"%s\"", s->cfg->host);
+	return FALSE;
+}
+
+/* Appends "TAG @line\r\n" to @out, with the next tag stored in @tag. */
+static void add_command(ImapfsSession *s, GString *out, Tag *tag,
+			const char *line)
+{
+	g_snprintf(tag->s, sizeof(tag->s), "A%u", ++s->tag_counter);
+	imapfs_trace(IMAPFS_TRACE_NET, "C: %s %s", tag->s, line);
+	g_string_append_printf(out, "%s %s\r\n", tag->s, line);
 }
 
 /*
@@ -385,22 +419,19 @@ static gboolean wait_tagged(ImapfsSession *s, const char *tag,
 static gboolean run(ImapfsSession *s, const char *line, const char *trace_line,
 		    const Command *cmd, GError **error)
 {
-	char tag[16];
+	Tag tag;
 
-	if (s->stream == NULL || s->state == IMAPFS_SESSION_BROKEN) {
-		g_set_error(error, IMAPFS_ERROR, IMAPFS_ERROR_DISCONNECTED,
-			    "not connected to \"%s\"", s->cfg->host);
+	if (!check_connected(s, error))
 		return FALSE;
-	}
-	g_snprintf(tag, sizeof(tag), "A%u", ++s->tag_counter);
-	imapfs_trace(IMAPFS_TRACE_NET, "C: %s %s", tag,
+	g_snprintf(tag.s, sizeof(tag.s), "A%u", ++s->tag_counter);
+	imapfs_trace(IMAPFS_TRACE_NET, "C: %s %s", tag.s,
 		     trace_line ? trace_line : line);
-	g_autofree char *full = g_strdup_printf("%s %s\r\n", tag, line);
+	g_autofree char *full = g_strdup_printf("%s %s\r\n", tag.s, line);
 	gsize full_len = strlen(full);
 	gboolean sent = send_raw(s, full, full_len, error);
 	if (trace_line)
 		OPENSSL_cleanse(full, full_len);
-	return sent && wait_tagged(s, tag, cmd, error);
+	return sent && wait_tags(s, &tag, 1, cmd, error);
 }
 
 static gboolean run_simple(ImapfsSession *s, const char *line, GError **error)
@@ -670,15 +701,25 @@ static gboolean login(ImapfsSession *s, GError **error)
 
 static gboolean after_login(ImapfsSession *s, GError **error)
 {
+	g_autoptr(GString) line = g_string_new("ENABLE");
+
 	if (!s->caps_seen && !refresh_capabilities(s, error))
 		return FALSE;
-	if (!imapfs_session_has(s, IMAPFS_CAP_ENABLE) ||
-	    !imapfs_session_has(s, IMAPFS_CAP_UTF8_ACCEPT))
+	if (!imapfs_session_has(s, IMAPFS_CAP_ENABLE))
 		return TRUE;
-	/* Without UTF8=ACCEPT names stay in modified UTF-7: a refusal
-	 * costs nothing, only a broken connection matters. */
+	if (imapfs_session_has(s, IMAPFS_CAP_UTF8_ACCEPT))
+		g_string_append(line, " UTF8=ACCEPT");
+	/* CONDSTORE makes EXAMINE report HIGHESTMODSEQ: flag changes can
+	 * then be fetched alone (CHANGEDSINCE). */
+	if (imapfs_session_has(s, IMAPFS_CAP_CONDSTORE))
+		g_string_append(line, " CONDSTORE");
+	if (strchr(line->str, ' ') == NULL)
+		return TRUE;
+	/* Without them names stay in modified UTF-7 and listings are
+	 * refreshed in full: a refusal costs nothing, only a broken
+	 * connection matters. */
 	GError *local = NULL;
-	if (run_simple(s, "ENABLE UTF8=ACCEPT", &local))
+	if (run_simple(s, line->str, &local))
 		return TRUE;
 	if (imapfs_session_is_usable(s)) {
 		g_clear_error(&local);
@@ -940,6 +981,8 @@ static char *join_flags(const ImapfsArg *flags)
 typedef struct {
 	GArray *out;
 	guint limit;
+	guint32 first, last; /* the range asked for; last 0: no end */
+	gboolean flags_only;
 	gboolean overflow;
 } IndexFetch;
 
@@ -948,19 +991,22 @@ static void on_index(ImapfsSession *s, ImapfsResponse *resp, gpointer ctx)
 	IndexFetch *ix = ctx;
 	GPtrArray *items = fetch_items(resp);
 	ImapfsMessageInfo info = {0};
-	guint64 size;
+	guint64 size = 0;
 
-	/* Replies without UID and size are flag updates or noise. */
+	/* Replies without UID (and size) are flag updates or noise; "n:*"
+	 * also returns the last message when every UID is below n. */
 	if (items == NULL || !arg_u32(fetch_item(items, "UID"), &info.uid) ||
-	    info.uid == 0 ||
-	    !imapfs_arg_number(fetch_item(items, "RFC822.SIZE"), &size))
+	    info.uid < MAX(ix->first, 1) || (ix->last && info.uid > ix->last) ||
+	    (!ix->flags_only &&
+	     !imapfs_arg_number(fetch_item(items, "RFC822.SIZE"), &size)))
 		return;
 	if (ix->out->len >= ix->limit) {
 		ix->overflow = TRUE;
 		return;
 	}
 	/* A date we cannot read must not hide the message: it shows as 0. */
-	if (!parse_internaldate(
+	if (!ix->flags_only &&
+	    !parse_internaldate(
 		    imapfs_arg_str(fetch_item(items, "INTERNALDATE")),
 		    &info.internaldate))
 		info.internaldate = 0;
@@ -1002,30 +1048,148 @@ static void sort_unique(GArray *msgs)
 	g_array_set_size(msgs, keep);
 }
 
-GArray *imapfs_session_fetch_index(ImapfsSession *s, GError **error)
+/* More results than a mailbox of @exists messages can hold, with room
+ * for messages arriving meanwhile, is a hostile server. */
+static guint result_limit(ImapfsSession *s)
+{
+	return MIN(MAX_INDEX_ENTRIES, s->mbox.exists * 2 + 1024);
+}
+
+static gboolean fail_overflow(ImapfsSession *s, GError **error)
+{
+	set_broken(s);
+	g_set_error(error, IMAPFS_ERROR, IMAPFS_ERROR_PROTOCOL,
+		    "\"%s\" sent more messages than the mailbox holds",
+		    s->cfg->host);
+	return FALSE;
+}
+
+static char *index_command(guint32 first, guint32 last, gboolean flags_only,
+			   guint64 changedsince)
+{
+	GString *line = g_string_new(NULL);
+
+	g_string_printf(line, "UID FETCH %u:", first);
+	if (last)
+		g_string_append_printf(line, "%u", last);
+	else
+		g_string_append_c(line, '*');
+	g_string_append(line, flags_only ? " (UID FLAGS)"
+					 : " (UID RFC822.SIZE INTERNALDATE "
+					   "FLAGS)");
+	if (changedsince)
+		g_string_append_printf(line,
+				       " (CHANGEDSINCE %" G_GUINT64_FORMAT ")",
+				       changedsince);
+	return g_string_free(line, FALSE);
+}
+
+GArray *imapfs_session_fetch_index_range(ImapfsSession *s, guint32 first,
+					 guint32 last, gboolean flags_only,
+					 guint64 changedsince, GError **error)
 {
 	g_autoptr(GArray) out =
 		g_array_new(FALSE, TRUE, sizeof(ImapfsMessageInfo));
-	/* Room for messages arriving meanwhile, but not without bound. */
-	IndexFetch ix = {out, MIN(MAX_INDEX_ENTRIES, s->mbox.exists * 2 + 1024),
-			 FALSE};
+	IndexFetch ix = {out, result_limit(s), first, last, flags_only, FALSE};
 	Command cmd = {"UID FETCH", on_index, NULL, &ix};
+	g_autofree char *line =
+		index_command(MAX(first, 1), last, flags_only, changedsince);
 
 	g_array_set_clear_func(out, imapfs_message_info_clear);
 	/* "1:*" on an empty mailbox is an error on some servers. */
-	if (s->mbox.exists > 0 &&
-	    !run(s, "UID FETCH 1:* (UID RFC822.SIZE INTERNALDATE FLAGS)", NULL,
-		 &cmd, error))
+	if (s->mbox.exists > 0 && !run(s, line, NULL, &cmd, error))
 		return NULL;
 	if (ix.overflow) {
-		set_broken(s);
-		g_set_error(error, IMAPFS_ERROR, IMAPFS_ERROR_PROTOCOL,
-			    "\"%s\" sent more messages than the mailbox holds",
-			    s->cfg->host);
+		fail_overflow(s, error);
 		return NULL;
 	}
 	sort_unique(out);
 	return g_steal_pointer(&out);
+}
+
+GArray *imapfs_session_fetch_index(ImapfsSession *s, GError **error)
+{
+	return imapfs_session_fetch_index_range(s, 1, 0, FALSE, 0, error);
+}
+
+typedef struct {
+	GArray *uids;
+	guint limit;
+	gboolean bad; /* malformed set or too many UIDs */
+} SearchResult;
+
+/* Adds the UIDs of sequence set @set ("1:5,7") to @r. */
+static void add_sequence_set(SearchResult *r, const char *set)
+{
+	g_auto(GStrv) parts = g_strsplit(set, ",", -1);
+
+	for (guint i = 0; parts[i] && !r->bad; i++) {
+		char *end = NULL;
+		guint64 a = g_ascii_strtoull(parts[i], &end, 10), b = a;
+		if (*end == ':')
+			b = g_ascii_strtoull(end + 1, &end, 10);
+		if (*end != '\0' || a == 0 || b == 0 || a > G_MAXUINT32 ||
+		    b > G_MAXUINT32 || MAX(a, b) - MIN(a, b) >= r->limit ||
+		    r->uids->len + (MAX(a, b) - MIN(a, b)) >= r->limit) {
+			r->bad = TRUE;
+			break;
+		}
+		for (guint64 u = MIN(a, b); u <= MAX(a, b); u++) {
+			guint32 v = (guint32)u;
+			g_array_append_val(r->uids, v);
+		}
+	}
+}
+
+/* "* ESEARCH (TAG "A5") UID ALL 1:5,7" */
+static void on_esearch(ImapfsSession *s, ImapfsResponse *resp, gpointer ctx)
+{
+	SearchResult *r = ctx;
+	GPtrArray *a = resp->args;
+
+	if (a->len < 1 || !imapfs_arg_is_atom(a->pdata[0], "ESEARCH"))
+		return;
+	for (guint i = 1; i + 1 < a->len; i++) {
+		if (!imapfs_arg_is_atom(a->pdata[i], "ALL"))
+			continue;
+		const char *set = imapfs_arg_str(a->pdata[i + 1]);
+		if (set == NULL)
+			r->bad = TRUE;
+		else
+			add_sequence_set(r, set);
+		return;
+	}
+}
+
+static gint cmp_u32_sort(gconstpointer a, gconstpointer b)
+{
+	guint32 x = *(const guint32 *)a, y = *(const guint32 *)b;
+
+	return x < y ? -1 : x > y;
+}
+
+GArray *imapfs_session_search_uids(ImapfsSession *s, guint32 last,
+				   GError **error)
+{
+	g_autoptr(GArray) uids = g_array_new(FALSE, FALSE, sizeof(guint32));
+	SearchResult r = {uids, result_limit(s), FALSE};
+	Command cmd = {"UID SEARCH", on_esearch, NULL, &r};
+	g_autofree char *line = g_strdup_printf(
+		"UID SEARCH RETURN (ALL) UID 1:%u", MAX(last, 1));
+
+	if (!imapfs_session_has(s, IMAPFS_CAP_ESEARCH)) {
+		g_set_error(error, IMAPFS_ERROR, IMAPFS_ERROR_UNSUPPORTED,
+			    "\"%s\" does not offer ESEARCH", s->cfg->host);
+		return NULL;
+	}
+	if (!run(s, line, NULL, &cmd, error))
+		return NULL;
+	if (r.bad) {
+		fail_overflow(s, error);
+		return NULL;
+	}
+	g_array_sort(uids, cmp_u32_sort);
+	return g_steal_pointer(&uids);
 }
 
 /* The origin of "BODY[]<123>", 0 when there is none. FALSE if @key is
@@ -1047,48 +1211,106 @@ static gboolean body_key_origin(const char *key, guint64 *origin_r)
 	return TRUE;
 }
 
+/*
+ * Body windows being received for imapfs_session_fetch_bodies(). Only one
+ * literal is in flight at a time; its bytes collect in @pending. When the
+ * FETCH's UID came before the literal (the usual order, since we ask for
+ * UID first), only that window's bytes are kept; otherwise the bytes up to
+ * the farthest window end, cut when the response is complete.
+ */
+typedef struct {
+	GHashTable *by_uid;    /* uid -> ImapfsBodyWindow * (borrowed) */
+	guint64 max_end;       /* farthest offset + len of all windows */
+	ImapfsBodyWindow *cur; /* window of the literal in flight, or NULL */
+	GByteArray *pending;
+	guint64 pending_origin; /* message offset of pending->data[0] */
+	guint64 lit_pos;	/* message offset of the next literal byte */
+} BodyBatch;
+
+/* The UID of a FETCH response, even one still being parsed. */
+static gboolean fetch_uid(const ImapfsResponse *resp, guint32 *uid_r)
+{
+	GPtrArray *a = resp->args;
+
+	if (a->len < 3 || !imapfs_arg_is_atom(a->pdata[1], "FETCH"))
+		return FALSE;
+	GPtrArray *items = imapfs_arg_list(a->pdata[2]);
+	return items && arg_u32(fetch_item(items, "UID"), uid_r);
+}
+
+static void body_start(BodyBatch *bb, ImapfsBodyWindow *w, guint64 origin)
+{
+	bb->cur = w;
+	g_byte_array_set_size(bb->pending, 0);
+	bb->lit_pos = origin;
+	bb->pending_origin = w ? MAX(origin, w->offset) : origin;
+}
+
 static ImapfsLiteralAction body_begin(gpointer user_data,
 				      const ImapfsResponse *resp,
 				      const char *key, guint64 size,
 				      const char **error_r)
 {
-	BodyFetch *bf = user_data;
+	BodyBatch *bb = user_data;
 	guint64 origin;
+	guint32 uid;
 
 	if (!body_key_origin(key, &origin))
 		return size <= imapfs_parser_default_limits.max_inline_literal
 			       ? IMAPFS_LITERAL_INLINE
 			       : IMAPFS_LITERAL_REJECT;
-	g_byte_array_set_size(bf->pending, 0);
-	bf->lit_pos = origin;
+	ImapfsBodyWindow *w = NULL;
+	if (fetch_uid(resp, &uid))
+		w = g_hash_table_lookup(bb->by_uid, GUINT_TO_POINTER(uid));
+	body_start(bb, w, origin);
 	return IMAPFS_LITERAL_STREAM;
 }
 
-/* Keeps only the bytes inside the wanted window, so memory stays bounded
- * by the request even when a server sends more than asked. */
+/* Keeps only bytes inside the wanted window (or, while the UID is not
+ * known, before the farthest window end), so memory stays bounded by the
+ * request even when a server sends more than asked. */
 static gboolean body_data(gpointer user_data, const guint8 *data, gsize len,
 			  const char **error_r)
 {
-	BodyFetch *bf = user_data;
-	guint64 start = bf->lit_pos, end = bf->lit_pos + len;
-	guint64 want_end = bf->offset + bf->len;
+	BodyBatch *bb = user_data;
+	guint64 start = bb->lit_pos, end = bb->lit_pos + len;
+	guint64 want = bb->cur ? bb->cur->offset : 0;
+	guint64 want_end =
+		bb->cur ? bb->cur->offset + bb->cur->len : bb->max_end;
 
-	bf->lit_pos = end;
-	if (end <= bf->offset || start >= want_end)
+	bb->lit_pos = end;
+	if (end <= want || start >= want_end)
 		return TRUE;
-	guint64 from = MAX(start, bf->offset), to = MIN(end, want_end);
-	g_byte_array_append(bf->pending, data + (from - start), to - from);
+	guint64 from = MAX(start, want), to = MIN(end, want_end);
+	g_byte_array_append(bb->pending, data + (from - start), to - from);
 	return TRUE;
 }
 
-static void on_body(ImapfsSession *s, ImapfsResponse *resp, gpointer ctx)
+/* Moves the part of @pending inside @w's window to @w->out. */
+static void body_finish(BodyBatch *bb, ImapfsBodyWindow *w)
 {
-	BodyFetch *bf = ctx;
+	guint64 have = bb->pending_origin, have_end = have + bb->pending->len;
+	guint64 from = MAX(have, w->offset);
+	guint64 to = MIN(have_end, w->offset + w->len);
+
+	w->found = TRUE;
+	if (from < to)
+		g_byte_array_append(w->out, bb->pending->data + (from - have),
+				    to - from);
+}
+
+static void on_bodies(ImapfsSession *s, ImapfsResponse *resp, gpointer ctx)
+{
+	BodyBatch *bb = ctx;
 	GPtrArray *items = fetch_items(resp);
 	guint32 uid;
 
-	if (items == NULL || !arg_u32(fetch_item(items, "UID"), &uid) ||
-	    uid != bf->uid || bf->found)
+	if (items == NULL || !fetch_uid(resp, &uid))
+		return;
+	ImapfsBodyWindow *w =
+		g_hash_table_lookup(bb->by_uid, GUINT_TO_POINTER(uid));
+	/* Unasked UIDs and repeated replies are ignored. */
+	if (w == NULL || w->found)
 		return;
 	for (guint i = 0; i + 1 < items->len; i += 2) {
 		guint64 origin;
@@ -1096,41 +1318,141 @@ static void on_body(ImapfsSession *s, ImapfsResponse *resp, gpointer ctx)
 		if (k->type != IMAPFS_ARG_ATOM ||
 		    !body_key_origin(k->data, &origin))
 			continue;
-		bf->found = TRUE;
 		/* NIL or "" (past the end) leave the window empty; a small
 		 * inline string is taken like a streamed literal. */
-		if (v->type == IMAPFS_ARG_STRING) {
-			g_byte_array_set_size(bf->pending, 0);
-			bf->lit_pos = origin;
-			body_data(bf, (const guint8 *)v->data, v->len, NULL);
+		if (v->type != IMAPFS_ARG_LITERAL) {
+			body_start(bb, w, origin);
+			if (v->type == IMAPFS_ARG_STRING)
+				body_data(bb, (const guint8 *)v->data, v->len,
+					  NULL);
 		}
-		g_byte_array_append(bf->out, bf->pending->data,
-				    bf->pending->len);
+		body_finish(bb, w);
 		return;
 	}
+}
+
+/* "3,5:9,12": @uids sorted ascending. */
+static void append_uid_set(GString *out, const guint32 *uids, guint n)
+{
+	for (guint i = 0; i < n;) {
+		guint j = i;
+		while (j + 1 < n && uids[j + 1] == uids[j] + 1)
+			j++;
+		if (i > 0)
+			g_string_append_c(out, ',');
+		if (j == i)
+			g_string_append_printf(out, "%u", uids[i]);
+		else
+			g_string_append_printf(out, "%u:%u", uids[i], uids[j]);
+		i = j + 1;
+	}
+}
+
+/* Most UIDs named in one command, to keep lines short (RFC 7162 3.2.2
+ * asks clients to stay under 8192 octets). */
+#define UIDS_PER_COMMAND 256
+
+/* Appends the commands for windows @w[0..@n) sharing one range to @out. */
+static guint add_body_commands(ImapfsSession *s, GString *out, Tag *tags,
+			       const ImapfsBodyWindow *w, guint n)
+{
+	g_autofree guint32 *uids = g_new(guint32, n);
+	guint cmds = 0;
+
+	for (guint i = 0; i < n; i++)
+		uids[i] = w[i].uid;
+	qsort(uids, n, sizeof(*uids), cmp_u32_sort);
+	for (guint i = 0; i < n; i += UIDS_PER_COMMAND) {
+		g_autoptr(GString) line = g_string_new("UID FETCH ");
+		append_uid_set(line, uids + i, MIN(UIDS_PER_COMMAND, n - i));
+		g_string_append_printf(line,
+				       " (UID BODY.PEEK[]<%" G_GUINT64_FORMAT
+				       ".%" G_GSIZE_FORMAT ">)",
+				       w[0].offset, w[0].len);
+		add_command(s, out, &tags[cmds++], line->str);
+	}
+	return cmds;
+}
+
+/* Whether windows @a and @b can share one command. */
+static gboolean same_range(const ImapfsBodyWindow *a, const ImapfsBodyWindow *b)
+{
+	return a->offset == b->offset && a->len == b->len;
+}
+
+/* Builds the pipelined commands: one per run of windows with the same
+ * range (a run is split every UIDS_PER_COMMAND UIDs). */
+static GString *build_body_commands(ImapfsSession *s, ImapfsBodyWindow *w,
+				    guint n, Tag **tags_r, guint *cmds_r)
+{
+	GString *out = g_string_new(NULL);
+	Tag *tags = g_new0(Tag, n);
+	guint cmds = 0;
+
+	for (guint i = 0; i < n;) {
+		guint j = i + 1;
+		while (j < n && same_range(&w[i], &w[j]))
+			j++;
+		cmds += add_body_commands(s, out, tags + cmds, w + i, j - i);
+		i = j;
+	}
+	*tags_r = tags;
+	*cmds_r = cmds;
+	return out;
+}
+
+static gboolean check_windows(ImapfsSession *s, ImapfsBodyWindow *w, guint n,
+			      BodyBatch *bb, GError **error)
+{
+	for (guint i = 0; i < n; i++) {
+		gpointer key = GUINT_TO_POINTER(w[i].uid);
+		if (w[i].uid == 0 || w[i].len == 0 ||
+		    g_hash_table_contains(bb->by_uid, key)) {
+			g_set_error(error, IMAPFS_ERROR, IMAPFS_ERROR_FAILED,
+				    "bad body window for UID %u", w[i].uid);
+			return FALSE;
+		}
+		g_hash_table_insert(bb->by_uid, key, &w[i]);
+		bb->max_end = MAX(bb->max_end, w[i].offset + w[i].len);
+		w[i].found = FALSE;
+	}
+	return check_connected(s, error);
+}
+
+gboolean imapfs_session_fetch_bodies(ImapfsSession *s, ImapfsBodyWindow *w,
+				     guint n, GError **error)
+{
+	static const ImapfsLiteralSink sink = {body_begin, body_data};
+	g_autoptr(GHashTable) by_uid = g_hash_table_new(NULL, NULL);
+	g_autoptr(GByteArray) pending = g_byte_array_new();
+	BodyBatch bb = {by_uid, 0, NULL, pending, 0, 0};
+	Command cmd = {"UID FETCH", on_bodies, NULL, &bb};
+	g_autofree Tag *tags = NULL;
+	guint cmds;
+
+	if (!check_windows(s, w, n, &bb, error))
+		return FALSE;
+	g_autoptr(GString) lines = build_body_commands(s, w, n, &tags, &cmds);
+	imapfs_parser_set_literal_sink(s->parser, &sink, &bb);
+	gboolean ok = send_raw(s, lines->str, lines->len, error) &&
+		      wait_tags(s, tags, cmds, &cmd, error);
+	imapfs_parser_set_literal_sink(s->parser, NULL, NULL);
+	return ok;
 }
 
 gboolean imapfs_session_fetch_body(ImapfsSession *s, guint32 uid,
 				   guint64 offset, gsize len, GByteArray *out,
 				   GError **error)
 {
-	static const ImapfsLiteralSink sink = {body_begin, body_data};
-	g_autoptr(GByteArray) pending = g_byte_array_new();
-	BodyFetch bf = {uid, offset, len, pending, 0, FALSE, out};
-	Command cmd = {"UID FETCH", on_body, NULL, &bf};
-	g_autofree char *line = g_strdup_printf(
-		"UID FETCH %u (UID BODY.PEEK[]<%" G_GUINT64_FORMAT
-		".%" G_GSIZE_FORMAT ">)",
-		uid, offset, len);
+	ImapfsBodyWindow w = {uid, offset, len, out, FALSE};
 
-	imapfs_parser_set_literal_sink(s->parser, &sink, &bf);
-	gboolean ok = run(s, line, NULL, &cmd, error);
-	imapfs_parser_set_literal_sink(s->parser, NULL, NULL);
-	if (ok && !bf.found) {
+	if (!imapfs_session_fetch_bodies(s, &w, 1, error))
+		return FALSE;
+	if (!w.found) {
 		g_set_error(error, IMAPFS_ERROR, IMAPFS_ERROR_NONEXISTENT,
 			    "message UID %u is no longer in \"%s\"", uid,
 			    s->selected ? s->selected : "?");
 		return FALSE;
 	}
-	return ok;
+	return TRUE;
 }

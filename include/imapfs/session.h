@@ -55,6 +55,7 @@ typedef enum {
 	IMAPFS_CAP_SPECIAL_USE = 1 << 14,
 	IMAPFS_CAP_LITERAL_PLUS = 1 << 15,
 	IMAPFS_CAP_AUTH_LOGIN = 1 << 16,
+	IMAPFS_CAP_ESEARCH = 1 << 17,
 } ImapfsCapability;
 
 /* LIST attributes imapfs uses. */
@@ -135,6 +136,28 @@ const ImapfsMailboxState *imapfs_session_state(ImapfsSession *session);
  * dropped (clear with imapfs_message_info_clear, set as clear func).
  */
 GArray *imapfs_session_fetch_index(ImapfsSession *session, GError **error);
+
+/*
+ * The same for UIDs @first to @last (0: to the end) only. With
+ * @flags_only, only UID and FLAGS are asked (size and date stay 0); with
+ * @changedsince (needs CONDSTORE enabled), only messages whose flags
+ * changed after that mod-sequence are returned.
+ */
+GArray *imapfs_session_fetch_index_range(ImapfsSession *session, guint32 first,
+					 guint32 last, gboolean flags_only,
+					 guint64 changedsince, GError **error);
+
+/*
+ * The UIDs of the selected mailbox from 1 to @last, ascending, from one
+ * "UID SEARCH RETURN (ALL)" (ESEARCH, RFC 4731: a compact answer however
+ * many messages there are). Fails with UNSUPPORTED without ESEARCH.
+ */
+GArray *imapfs_session_search_uids(ImapfsSession *session, guint32 last,
+				   GError **error);
+
+/* TRUE once CONDSTORE is enabled: EXAMINE reports HIGHESTMODSEQ. */
+gboolean imapfs_session_condstore(ImapfsSession *session);
+
 void imapfs_message_info_clear(gpointer info);
 
 /*
@@ -147,6 +170,28 @@ void imapfs_message_info_clear(gpointer info);
 gboolean imapfs_session_fetch_body(ImapfsSession *session, guint32 uid,
 				   guint64 offset, gsize len, GByteArray *out,
 				   GError **error);
+
+/* One window of one message for imapfs_session_fetch_bodies(). */
+typedef struct {
+	guint32 uid;
+	guint64 offset;
+	gsize len;
+	GByteArray *out; /* caller's; the window's bytes are appended */
+	gboolean found;	 /* set when the server sent a body for uid */
+} ImapfsBodyWindow;
+
+/*
+ * Fetches windows of many messages at once: windows with the same range
+ * share one "UID FETCH set (UID BODY.PEEK[]<offset.len>)", and all the
+ * commands are pipelined, so the whole batch costs one round trip. Each
+ * window's bytes are appended to its out (fewer than len: the message
+ * ends there); found stays FALSE for a UID the server returned nothing
+ * for (expunged). UIDs must be distinct and non-zero; keep windows with
+ * the same range next to each other for fewer commands. Never sets \Seen.
+ */
+gboolean imapfs_session_fetch_bodies(ImapfsSession *session,
+				     ImapfsBodyWindow *windows, guint n,
+				     GError **error);
 
 /* Makes a blocked call fail promptly (unmount). Any thread. */
 void imapfs_session_abort(ImapfsSession *session);
