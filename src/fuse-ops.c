@@ -18,7 +18,14 @@ struct ImapfsFs {
 	ImapfsFsOwner owner;
 	GMutex lock;
 	GHashTable *lookups; /* ino -> kernel lookup count; by lock */
+	/* dir ino -> digest of the listing the kernel last got; by lock */
+	GHashTable *listed;
 };
+
+/* An open message file. */
+typedef struct {
+	ImapfsReadahead ra; /* shared by the handle's concurrent reads */
+} OpenFile;
 
 ImapfsFs *imapfs_fs_new(ImapfsTree *tree, const ImapfsFsOwner *owner)
 {
@@ -29,6 +36,8 @@ ImapfsFs *imapfs_fs_new(ImapfsTree *tree, const ImapfsFsOwner *owner)
 	g_mutex_init(&fs->lock);
 	fs->lookups = g_hash_table_new_full(g_int64_hash, g_int64_equal, g_free,
 					    NULL);
+	fs->listed = g_hash_table_new_full(g_int64_hash, g_int64_equal, g_free,
+					   g_free);
 	return fs;
 }
 
@@ -37,6 +46,7 @@ void imapfs_fs_free(ImapfsFs *fs)
 	if (fs == NULL)
 		return;
 	g_hash_table_unref(fs->lookups);
+	g_hash_table_unref(fs->listed);
 	g_mutex_clear(&fs->lock);
 	g_free(fs);
 }
@@ -205,16 +215,54 @@ static void op_getattr(fuse_req_t req, fuse_ino_t ino,
 	fuse_reply_attr(req, &st, timeout_for(&attr));
 }
 
+/* A digest of what readdir would return, to tell whether the kernel's
+ * cached copy is still right. */
+static char *digest_entries(GPtrArray *entries)
+{
+	g_autoptr(GChecksum) sum = g_checksum_new(G_CHECKSUM_SHA1);
+
+	for (guint i = 0; i < entries->len; i++) {
+		ImapfsDirEntry *e = entries->pdata[i];
+		g_checksum_update(sum, (const guchar *)e->name,
+				  strlen(e->name) + 1);
+		g_checksum_update(sum, (const guchar *)&e->attr,
+				  sizeof(e->attr));
+	}
+	return g_strdup(g_checksum_get_string(sum));
+}
+
+/* Whether the kernel already holds this listing of @ino; remembers it. */
+static gboolean listing_unchanged(ImapfsFs *fs, fuse_ino_t ino,
+				  GPtrArray *entries)
+{
+	g_autofree char *digest = digest_entries(entries);
+	guint64 key = ino;
+
+	g_mutex_lock(&fs->lock);
+	const char *last = g_hash_table_lookup(fs->listed, &key);
+	gboolean same = g_strcmp0(last, digest) == 0;
+	if (!same)
+		g_hash_table_replace(fs->listed, g_memdup2(&key, sizeof(key)),
+				     g_steal_pointer(&digest));
+	g_mutex_unlock(&fs->lock);
+	return same;
+}
+
 static void op_opendir(fuse_req_t req, fuse_ino_t ino,
 		       struct fuse_file_info *fi)
 {
 	GError *error = NULL;
-	GPtrArray *entries = imapfs_tree_readdir(fs_of(req)->tree, ino, &error);
+	ImapfsFs *fs = fs_of(req);
+	GPtrArray *entries = imapfs_tree_readdir(fs->tree, ino, &error);
 
 	if (entries == NULL) {
 		reply_error(req, "opendir", error);
 		return;
 	}
+	/* The kernel may serve readdir from its cache while the listing is
+	 * what it got last time: a repeated ls costs no readdir at all. */
+	fi->cache_readdir = 1;
+	fi->keep_cache = listing_unchanged(fs, ino, entries);
 	fi->fh = (uint64_t)(uintptr_t)entries;
 	if (fuse_reply_open(req, fi) != 0)
 		g_ptr_array_unref(entries);
@@ -297,20 +345,25 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		reply_error(req, "open", error);
 		return;
 	}
+	OpenFile *of = g_new0(OpenFile, 1);
+	of->ra.size = size;
 	/* With a wrong RFC822.SIZE the kernel's idea of the size is wrong
 	 * too; direct I/O makes it read on until we report the end. */
 	fi->keep_cache = !changed;
 	fi->direct_io = changed;
-	fuse_reply_open(req, fi);
+	fi->fh = (uint64_t)(uintptr_t)of;
+	if (fuse_reply_open(req, fi) != 0)
+		g_free(of);
 }
 
 static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		    struct fuse_file_info *fi)
 {
 	GError *error = NULL;
+	OpenFile *of = (OpenFile *)(uintptr_t)fi->fh;
 	g_autofree char *buf = g_malloc(size);
-	gssize n =
-		imapfs_tree_read(fs_of(req)->tree, ino, off, size, buf, &error);
+	gssize n = imapfs_tree_read(fs_of(req)->tree, ino, off, size, buf,
+				    &of->ra, &error);
 
 	if (n < 0)
 		reply_error(req, "read", error);
@@ -321,6 +374,7 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 static void op_release(fuse_req_t req, fuse_ino_t ino,
 		       struct fuse_file_info *fi)
 {
+	g_free((OpenFile *)(uintptr_t)fi->fh);
 	fuse_reply_err(req, 0);
 }
 

@@ -23,8 +23,12 @@
 #include "imapfs/stream.h"
 #include "imapfs/tree.h"
 
-/* Memory for cached message blocks until the disk cache exists. */
+/* Memory for cached message blocks (the disk cache comes on top). With
+ * cache=none, only enough to serve the blocks being read. */
 #define MEMORY_CACHE_BYTES (64 * 1024 * 1024)
+#define MEMORY_CACHE_NONE_BYTES (4 * 1024 * 1024)
+/* Prefetched bytes not yet read, plus those in flight. */
+#define PREFETCH_BUDGET (24 * 1024 * 1024)
 
 typedef struct {
 	ImapfsConfig *cfg;
@@ -289,21 +293,56 @@ out_destroy:
 	return ret;
 }
 
+/* The persistent cache, with cache=disk; locked against other mounts. */
+static gboolean open_disk_cache(const ImapfsConfig *cfg,
+				ImapfsDiskCache **disk_r, GError **error)
+{
+	*disk_r = NULL;
+	if (cfg->cache != IMAPFS_CACHE_DISK)
+		return TRUE;
+	g_autofree char *account =
+		g_strdup_printf("%s@%s:%u", cfg->user, cfg->host, cfg->port);
+	*disk_r = imapfs_disk_cache_open(cfg->cache_dir, account,
+					 cfg->cache_size, error);
+	return *disk_r != NULL;
+}
+
+static ImapfsBlockCache *new_block_cache(const ImapfsConfig *cfg,
+					 ImapfsDiskCache *disk,
+					 ImapfsPool *pool)
+{
+	gboolean none = cfg->cache == IMAPFS_CACHE_NONE;
+	ImapfsBlockCache *cache = imapfs_block_cache_new(
+		none ? MEMORY_CACHE_NONE_BYTES : MEMORY_CACHE_BYTES, disk,
+		imapfs_block_cache_fetch_from_pool, pool);
+
+	/* One connection stays free of prefetch for what a reader waits
+	 * for; without a cache, prefetched data would have nowhere to go. */
+	if (!none)
+		imapfs_block_cache_start_prefetch(
+			cache, MAX(cfg->connections, 2) - 1, PREFETCH_BUDGET);
+	return cache;
+}
+
 /* Connects, then mounts and serves until unmounted. */
 static int run(struct fuse_args *fargs, Args *a)
 {
 	g_autofree char *fsname = fsname_option(a->cfg);
 	GError *error = NULL;
+	ImapfsDiskCache *disk;
 	int ret;
 
 	fuse_opt_add_arg(fargs, fsname);
-	ImapfsPool *pool = connect_account(a->cfg, &error);
-	if (pool == NULL)
+	/* Before logging in: a second mount on one cache fails at once. */
+	if (!open_disk_cache(a->cfg, &disk, &error))
 		return fail(NULL, error);
-	ImapfsBlockCache *cache = imapfs_block_cache_new(
-		a->cfg->cache == IMAPFS_CACHE_NONE ? 0 : MEMORY_CACHE_BYTES,
-		imapfs_block_cache_fetch_from_pool, pool);
-	ImapfsTree *tree = imapfs_tree_new(a->cfg, pool, cache);
+	ImapfsPool *pool = connect_account(a->cfg, &error);
+	if (pool == NULL) {
+		imapfs_disk_cache_close(disk);
+		return fail(NULL, error);
+	}
+	ImapfsBlockCache *cache = new_block_cache(a->cfg, disk, pool);
+	ImapfsTree *tree = imapfs_tree_new(a->cfg, pool, cache, disk);
 	if (!imapfs_tree_load(tree, &error))
 		ret = fail(NULL, error);
 	else
@@ -311,6 +350,7 @@ static int run(struct fuse_args *fargs, Args *a)
 	imapfs_tree_free(tree);
 	imapfs_block_cache_free(cache);
 	imapfs_pool_free(pool);
+	imapfs_disk_cache_close(disk);
 	return ret;
 }
 

@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "imapfs/error.h"
+#include "imapfs/listing.h"
 #include "imapfs/log.h"
 #include "imapfs/names.h"
 #include "imapfs/tree.h"
@@ -13,10 +14,13 @@
 #define KIND_MESSAGE 1
 #define MAX_SLOTS (1u << 24)
 /* A directory listing younger than this is reused by lookup without
- * asking the server; readdir always checks. */
+ * asking the server. */
 #define LOOKUP_FRESH_US (2 * G_TIME_SPAN_SECOND)
-/* The mailbox list is asked for again when older than this. */
-#define LIST_FRESH_US (5 * G_TIME_SPAN_SECOND)
+/* Listings (LIST, and a mailbox's messages) younger than this are reused
+ * by readdir: like sshfs's directory cache, a repeated ls or grep -r costs
+ * no command. A name looked up that is not known yet is still checked at
+ * once (LOOKUP_FRESH_US). */
+#define DIR_FRESH_US (20 * G_TIME_SPAN_SECOND)
 
 /* A directory: the mount root, a mailbox, or a level that only exists as
  * the parent of mailboxes. Never freed before the tree, since the kernel
@@ -32,12 +36,20 @@ typedef struct {
 	GArray *messages; /* ImapfsMessageInfo by UID; NULL: not loaded */
 	ImapfsMailboxState state;
 	gint64 listed_at; /* monotonic time of the listing */
+	/* Prefetch: messages opened in listing order (by UID, or by name as
+	 * rsync and restic sort) make the next ones worth fetching ahead. */
+	guint32 *by_name;  /* UIDs sorted by file name; NULL: not built */
+	guint32 last_uid;  /* the message opened last */
+	guint streak;	   /* opens that followed on in @order */
+	int order;	   /* ORDER_UID or ORDER_NAME */
+	guint32 ahead_uid; /* prefetch was asked up to here in @order */
 } Mailbox;
 
 struct ImapfsTree {
 	const ImapfsConfig *cfg;
 	ImapfsPool *pool;
 	ImapfsBlockCache *cache;
+	ImapfsDiskCache *disk; /* listings between mounts; may be NULL */
 	gint64 mount_time;
 	char **root_levels; /* the URL's /MAILBOX split, or NULL */
 	GMutex lock;
@@ -60,6 +72,7 @@ static void mailbox_free(gpointer p)
 	g_free(m->server_name);
 	if (m->messages)
 		g_array_unref(m->messages);
+	g_free(m->by_name);
 	g_free(m);
 }
 
@@ -90,13 +103,14 @@ static Mailbox *add_mailbox(ImapfsTree *tree, const char *path)
 }
 
 ImapfsTree *imapfs_tree_new(const ImapfsConfig *cfg, ImapfsPool *pool,
-			    ImapfsBlockCache *cache)
+			    ImapfsBlockCache *cache, ImapfsDiskCache *disk)
 {
 	ImapfsTree *tree = g_new0(ImapfsTree, 1);
 
 	tree->cfg = cfg;
 	tree->pool = pool;
 	tree->cache = cache;
+	tree->disk = disk;
 	tree->mount_time = g_get_real_time() / G_USEC_PER_SEC;
 	if (cfg->mailbox)
 		tree->root_levels = g_strsplit(cfg->mailbox, "/", -1);
@@ -169,21 +183,7 @@ static gboolean decode_message(ImapfsTree *tree, guint64 ino, Mailbox **m_r,
 
 static ImapfsMessageInfo *find_message(Mailbox *m, guint32 uid)
 {
-	if (m->messages == NULL)
-		return NULL;
-	guint lo = 0, hi = m->messages->len;
-	while (lo < hi) {
-		guint mid = lo + (hi - lo) / 2;
-		ImapfsMessageInfo *info =
-			&g_array_index(m->messages, ImapfsMessageInfo, mid);
-		if (info->uid == uid)
-			return info;
-		if (info->uid < uid)
-			lo = mid + 1;
-		else
-			hi = mid;
-	}
-	return NULL;
+	return m->messages ? imapfs_listing_find(m->messages, uid) : NULL;
 }
 
 static void dir_attr(ImapfsTree *tree, const Mailbox *m, ImapfsAttr *attr)
@@ -374,7 +374,7 @@ static gboolean refresh_list(ImapfsTree *tree, GError **error)
 {
 	g_mutex_lock(&tree->lock);
 	gboolean fresh =
-		g_get_monotonic_time() - tree->listed_at < LIST_FRESH_US;
+		g_get_monotonic_time() - tree->listed_at < DIR_FRESH_US;
 	g_mutex_unlock(&tree->lock);
 	return fresh || imapfs_tree_load(tree, error);
 }
@@ -384,30 +384,19 @@ static gboolean refresh_list(ImapfsTree *tree, GError **error)
 
 typedef struct {
 	char *server_name;
-	gboolean have; /* known holds the state of a listing */
-	ImapfsMailboxState known;
-	ImapfsMailboxState state;
-	GArray *messages; /* NULL: unchanged since known */
+	ImapfsListingBase base;
+	GArray *loaded; /* a listing read from the disk cache, or NULL */
+	ImapfsMailboxState loaded_state;
+	ImapfsListingDelta *delta;
 } IndexResult;
-
-static gboolean same_state(const ImapfsMailboxState *a,
-			   const ImapfsMailboxState *b)
-{
-	return a->uidvalidity == b->uidvalidity && a->uidnext != 0 &&
-	       a->uidnext == b->uidnext && a->exists == b->exists &&
-	       a->highestmodseq == b->highestmodseq;
-}
 
 static gboolean index_func(ImapfsSession *s, gpointer data, GError **error)
 {
 	IndexResult *r = data;
 
-	if (!imapfs_session_examine(s, r->server_name, &r->state, error))
-		return FALSE;
-	if (r->have && same_state(&r->known, &r->state))
-		return TRUE;
-	r->messages = imapfs_session_fetch_index(s, error);
-	return r->messages != NULL;
+	g_clear_pointer(&r->delta, imapfs_listing_delta_free);
+	r->delta = imapfs_listing_refresh(s, r->server_name, &r->base, error);
+	return r->delta != NULL;
 }
 
 /* A mailbox recreated on the server gets a new slot, so no inode number
@@ -442,23 +431,79 @@ static void reapply_corrections(ImapfsTree *tree, Mailbox *m)
 	}
 }
 
+/* Installs a listing read from disk as if it had been fetched, so the
+ * delta (computed against it) applies. Called locked. */
+static void install_loaded(Mailbox *m, IndexResult *r)
+{
+	if (r->loaded == NULL || m->messages != NULL ||
+	    imapfs_listing_delta_is_full(r->delta))
+		return;
+	m->messages = g_steal_pointer(&r->loaded);
+	m->state = r->loaded_state;
+}
+
+/* Applies the refresh; returns the listing to save to disk (or NULL when
+ * nothing changed). Called locked. */
+static GBytes *apply_index_locked(ImapfsTree *tree, Mailbox *m, IndexResult *r,
+				  guint32 *dropped_r)
+{
+	const ImapfsMailboxState *state = imapfs_listing_delta_state(r->delta);
+	gboolean from_disk = r->loaded != NULL;
+
+	/* Blocks cached under an older UIDVALIDITY are another mailbox's. */
+	if (from_disk && r->loaded_state.uidvalidity != state->uidvalidity)
+		*dropped_r = r->loaded_state.uidvalidity;
+	install_loaded(m, r);
+	if (m->messages && m->state.uidvalidity != state->uidvalidity) {
+		*dropped_r = m->state.uidvalidity;
+		m = renew_slot(tree, m);
+	}
+	gboolean changed = imapfs_listing_delta_apply(r->delta, &m->messages);
+	if (imapfs_listing_delta_is_full(r->delta))
+		reapply_corrections(tree, m);
+	changed |= from_disk || m->state.uidvalidity != state->uidvalidity ||
+		   m->state.uidnext != state->uidnext ||
+		   m->state.exists != state->exists ||
+		   m->state.highestmodseq != state->highestmodseq;
+	m->state = *state;
+	m->listed_at = g_get_monotonic_time();
+	g_clear_pointer(&m->by_name, g_free);
+	if (!changed || tree->disk == NULL || m->messages == NULL)
+		return NULL;
+	return imapfs_listing_serialize(&m->state, m->messages);
+}
+
 static void apply_index(ImapfsTree *tree, const char *path, IndexResult *r)
 {
+	g_autoptr(GBytes) save = NULL;
+	guint32 dropped = 0;
+
 	g_mutex_lock(&tree->lock);
 	Mailbox *m = g_hash_table_lookup(tree->by_path, path);
-	if (m && r->messages) {
-		if (m->messages && m->state.uidvalidity != r->state.uidvalidity)
-			m = renew_slot(tree, m);
-		if (m->messages)
-			g_array_unref(m->messages);
-		m->messages = g_steal_pointer(&r->messages);
-		reapply_corrections(tree, m);
-	}
-	if (m) {
-		m->state = r->state;
-		m->listed_at = g_get_monotonic_time();
-	}
+	if (m)
+		save = apply_index_locked(tree, m, r, &dropped);
 	g_mutex_unlock(&tree->lock);
+	/* Disk work outside the tree lock. */
+	if (dropped)
+		imapfs_block_cache_drop_mailbox(
+			tree->cache, r->server_name,
+			imapfs_listing_delta_state(r->delta)->uidvalidity);
+	if (save)
+		imapfs_disk_cache_put_meta(tree->disk, r->server_name, save);
+}
+
+/* The listing saved by an earlier mount, if the mailbox has none yet. */
+static void load_saved(ImapfsTree *tree, IndexResult *r)
+{
+	if (tree->disk == NULL || r->base.have)
+		return;
+	g_autoptr(GBytes) bytes =
+		imapfs_disk_cache_get_meta(tree->disk, r->server_name);
+	if (bytes == NULL)
+		return;
+	r->loaded = imapfs_listing_deserialize(bytes, &r->loaded_state);
+	if (r->loaded)
+		imapfs_listing_base(&r->base, &r->loaded_state, r->loaded);
 }
 
 /* Makes sure the listing of the mailbox at @path is at most @max_age_us
@@ -475,20 +520,21 @@ static gboolean refresh_messages(ImapfsTree *tree, const char *path,
 			 g_get_monotonic_time() - m->listed_at < max_age_us);
 	if (!skip) {
 		r.server_name = g_strdup(m->server_name);
-		r.have = m->messages != NULL;
-		r.known = m->state;
+		imapfs_listing_base(&r.base, &m->state, m->messages);
 	}
 	g_mutex_unlock(&tree->lock);
 	if (skip)
 		return TRUE;
+	load_saved(tree, &r);
 	/* index_func EXAMINEs by itself: that is how it learns whether the
 	 * mailbox changed, so the pool must not select it first. */
 	gboolean ok = imapfs_pool_run(tree->pool, NULL, 0, TRUE, index_func, &r,
 				      error);
 	if (ok)
 		apply_index(tree, path, &r);
-	if (r.messages)
-		g_array_unref(r.messages);
+	if (r.loaded)
+		g_array_unref(r.loaded);
+	imapfs_listing_delta_free(r.delta);
 	g_free(r.server_name);
 	return ok;
 }
@@ -638,7 +684,7 @@ GPtrArray *imapfs_tree_readdir(ImapfsTree *tree, guint64 ino, GError **error)
 		return NULL;
 	}
 	if (!refresh_list(tree, error) ||
-	    !refresh_messages(tree, path, 0, error))
+	    !refresh_messages(tree, path, DIR_FRESH_US, error))
 		return NULL;
 	g_mutex_lock(&tree->lock);
 	dir = g_hash_table_lookup(tree->by_path, path);
@@ -698,6 +744,179 @@ static gboolean correct_size(ImapfsTree *tree, guint64 ino, guint64 listed,
 	return before;
 }
 
+/* --- prefetch across messages ----------------------------------------------
+ */
+
+enum { ORDER_UID, ORDER_NAME };
+/* Opens that must follow on before prefetch starts, and how far ahead
+ * it then reaches (in messages), doubling with every further one. */
+#define PREFETCH_AFTER 1
+#define PREFETCH_FIRST 8
+#define PREFETCH_MOST 512
+
+static guint digits(guint32 v)
+{
+	guint n = 1;
+
+	while (v >= 10) {
+		v /= 10;
+		n++;
+	}
+	return n;
+}
+
+/* Compares "<a>.eml" with "<b>.eml" as strcmp would, without printing:
+ * a shorter number that is a prefix of the longer sorts first. */
+static int cmp_names(guint32 a, guint32 b)
+{
+	guint da = digits(a), db = digits(b);
+	guint64 x = a, y = b;
+
+	for (guint i = da; i < db; i++)
+		x *= 10;
+	for (guint i = db; i < da; i++)
+		y *= 10;
+	if (x != y)
+		return x < y ? -1 : 1;
+	return da < db ? -1 : da > db;
+}
+
+static gint cmp_names_qsort(gconstpointer a, gconstpointer b)
+{
+	return cmp_names(*(const guint32 *)a, *(const guint32 *)b);
+}
+
+/* Called locked. */
+static void build_by_name(Mailbox *m)
+{
+	guint n = m->messages->len;
+
+	m->by_name = g_new(guint32, MAX(n, 1));
+	for (guint i = 0; i < n; i++)
+		m->by_name[i] =
+			g_array_index(m->messages, ImapfsMessageInfo, i).uid;
+	qsort(m->by_name, n, sizeof(guint32), cmp_names_qsort);
+}
+
+/* Where @uid stands in @order, or -1. Called locked. */
+static gint64 order_index(Mailbox *m, int order, guint32 uid)
+{
+	if (order == ORDER_UID) {
+		ImapfsMessageInfo *info = find_message(m, uid);
+		return info ? info - &g_array_index(m->messages,
+						    ImapfsMessageInfo, 0)
+			    : -1;
+	}
+	if (m->by_name == NULL)
+		build_by_name(m);
+	guint lo = 0, hi = m->messages->len;
+	while (lo < hi) {
+		guint mid = lo + (hi - lo) / 2;
+		int c = cmp_names(m->by_name[mid], uid);
+		if (c == 0)
+			return mid;
+		if (c < 0)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return -1;
+}
+
+static const ImapfsMessageInfo *order_nth(Mailbox *m, int order, guint i)
+{
+	if (order == ORDER_UID)
+		return &g_array_index(m->messages, ImapfsMessageInfo, i);
+	return find_message(m, m->by_name[i]);
+}
+
+/* Whether opening @uid follows on from the last open, in either order
+ * (a skipped message or two still counts: grep -l may not read all). */
+static gboolean follows_on(Mailbox *m, guint32 uid, gint64 *index_r)
+{
+	int orders[2] = {m->order, !m->order};
+
+	for (guint k = 0; k < 2 && m->last_uid; k++) {
+		gint64 i = order_index(m, orders[k], uid);
+		gint64 j = order_index(m, orders[k], m->last_uid);
+		if (i >= 0 && j >= 0 && i > j && i <= j + 3) {
+			m->order = orders[k];
+			*index_r = i;
+			return TRUE;
+		}
+	}
+	return FALSE;
+}
+
+/*
+ * Notes that message @uid of @m is being opened and, when opens follow
+ * on in listing order, fills @items with the next messages to prefetch
+ * (only when half of what was asked before is used up). Called locked.
+ */
+static void plan_prefetch(Mailbox *m, guint32 uid, GArray *items)
+{
+	gint64 i = -1;
+
+	if (m->messages == NULL)
+		return;
+	m->streak = follows_on(m, uid, &i) ? m->streak + 1 : 0;
+	m->last_uid = uid;
+	if (m->streak < PREFETCH_AFTER) {
+		m->ahead_uid = 0;
+		return;
+	}
+	guint window = PREFETCH_FIRST << MIN(m->streak - PREFETCH_AFTER, 6);
+	window = MIN(window, PREFETCH_MOST);
+	gint64 ahead =
+		m->ahead_uid ? order_index(m, m->order, m->ahead_uid) : -1;
+	if (ahead > i + (gint64)window / 2)
+		return;
+	gint64 from = MAX(i + 1, ahead + 1);
+	gint64 to = MIN(i + (gint64)window, (gint64)m->messages->len - 1);
+	for (gint64 k = from; k <= to; k++) {
+		const ImapfsMessageInfo *info = order_nth(m, m->order, k);
+		ImapfsPrefetchItem item = {info->uid, info->size};
+		g_array_append_val(items, item);
+	}
+	if (items->len)
+		m->ahead_uid =
+			g_array_index(items, ImapfsPrefetchItem, items->len - 1)
+				.uid;
+}
+
+static void prefetch_after(ImapfsTree *tree, guint64 ino)
+{
+	g_autoptr(GArray) items =
+		g_array_new(FALSE, FALSE, sizeof(ImapfsPrefetchItem));
+	g_autofree char *server_name = NULL;
+	guint32 uidvalidity = 0, uid;
+	Mailbox *m;
+
+	g_mutex_lock(&tree->lock);
+	if (decode_message(tree, ino, &m, &uid)) {
+		plan_prefetch(m, uid, items);
+		server_name = g_strdup(m->server_name);
+		uidvalidity = m->state.uidvalidity;
+	}
+	g_mutex_unlock(&tree->lock);
+	if (items->len == 0 || server_name == NULL)
+		return;
+	guint queued = imapfs_block_cache_prefetch(
+		tree->cache, server_name, uidvalidity,
+		(ImapfsPrefetchItem *)(void *)items->data, items->len);
+	if (queued == items->len)
+		return;
+	/* Over budget: ask again for the rest on a later open. */
+	g_mutex_lock(&tree->lock);
+	if (m->ahead_uid ==
+	    g_array_index(items, ImapfsPrefetchItem, items->len - 1).uid)
+		m->ahead_uid = queued ? g_array_index(items, ImapfsPrefetchItem,
+						      queued - 1)
+						.uid
+				      : 0;
+	g_mutex_unlock(&tree->lock);
+}
+
 gboolean imapfs_tree_open(ImapfsTree *tree, guint64 ino, guint64 *size_r,
 			  gboolean *changed_r, GError **error)
 {
@@ -707,6 +926,7 @@ gboolean imapfs_tree_open(ImapfsTree *tree, guint64 ino, guint64 *size_r,
 	if (!message_key(tree, ino, &key, &listed, error))
 		return FALSE;
 	g_autofree char *name = (char *)key.mailbox;
+	prefetch_after(tree, ino);
 	if (!imapfs_block_cache_size(tree->cache, &key, listed, size_r, error))
 		return FALSE;
 	/* The kernel may still hold RFC822.SIZE from the listing, so a size
@@ -724,13 +944,14 @@ gboolean imapfs_tree_open(ImapfsTree *tree, guint64 ino, guint64 *size_r,
 }
 
 gssize imapfs_tree_read(ImapfsTree *tree, guint64 ino, guint64 offset,
-			gsize len, char *buf, GError **error)
+			gsize len, char *buf, ImapfsReadahead *ra,
+			GError **error)
 {
 	ImapfsMessageKey key = {0};
 
 	if (!message_key(tree, ino, &key, NULL, error))
 		return -1;
 	g_autofree char *name = (char *)key.mailbox;
-	return imapfs_block_cache_read(tree->cache, &key, offset, len, buf,
+	return imapfs_block_cache_read(tree->cache, &key, offset, len, buf, ra,
 				       error);
 }

@@ -35,6 +35,7 @@ typedef enum {
 	IMAPFS_ERROR_NOPERM,	    /* [NOPERM] */
 	IMAPFS_ERROR_UIDVALIDITY_CHANGED, /* mailbox recreated under us */
 	IMAPFS_ERROR_UNSUPPORTED,	  /* server lacks a needed capability */
+	IMAPFS_ERROR_BUSY, /* resource in use by another process */
 } ImapfsErrorCode;
 
 GQuark imapfs_error_quark(void);

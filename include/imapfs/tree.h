@@ -11,8 +11,10 @@
  * number never names two different messages. The low byte is left for the
  * part files of later versions.
  *
- * Mailbox listings come from one UID FETCH 1:* per mailbox and are reused
- * while EXAMINE reports the same UIDVALIDITY, UIDNEXT and EXISTS.
+ * Mailbox listings come from one UID FETCH 1:* per mailbox, or from the
+ * disk cache of an earlier mount, and are then kept up to date by
+ * imapfs_listing_refresh() (only what changed is fetched). readdir reuses
+ * a listing for up to 20 seconds without asking the server.
  *
  * Threads: thread-safe. tree->lock guards the mailbox table and listings
  * and is never held across network I/O (lock order: tree, then cache,
@@ -51,8 +53,9 @@ typedef struct {
 	ImapfsAttr attr;
 } ImapfsDirEntry;
 
+/* @disk (may be NULL) keeps listings between mounts. */
 ImapfsTree *imapfs_tree_new(const ImapfsConfig *cfg, ImapfsPool *pool,
-			    ImapfsBlockCache *cache);
+			    ImapfsBlockCache *cache, ImapfsDiskCache *disk);
 void imapfs_tree_free(ImapfsTree *tree);
 
 /* Lists the mailboxes (LIST "" "*"). Fails with NONEXISTENT when the
@@ -73,7 +76,9 @@ gboolean imapfs_tree_lookup(ImapfsTree *tree, guint64 parent, const char *name,
 GPtrArray *imapfs_tree_readdir(ImapfsTree *tree, guint64 ino, GError **error);
 
 /*
- * Prepares message @ino for reading: learns its true size from the data
+ * Prepares message @ino for reading: when messages are opened in listing
+ * order (by UID or by name), prefetches the next ones; learns its true
+ * size from the data
  * (normally a single fetch that the first read then finds cached) and, if
  * RFC822.SIZE was wrong, corrects the size getattr reports. *size_r gets
  * the true size, *changed_r whether it differed.
@@ -81,9 +86,11 @@ GPtrArray *imapfs_tree_readdir(ImapfsTree *tree, guint64 ino, GError **error);
 gboolean imapfs_tree_open(ImapfsTree *tree, guint64 ino, guint64 *size_r,
 			  gboolean *changed_r, GError **error);
 
-/* Reads message @ino; returns bytes copied (0 at the end) or -1. */
+/* Reads message @ino; returns bytes copied (0 at the end) or -1. @ra
+ * (may be NULL) is the open file's readahead state. */
 gssize imapfs_tree_read(ImapfsTree *tree, guint64 ino, guint64 offset,
-			gsize len, char *buf, GError **error);
+			gsize len, char *buf, ImapfsReadahead *ra,
+			GError **error);
 
 void imapfs_dir_entry_free(gpointer entry);
 

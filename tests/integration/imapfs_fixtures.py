@@ -191,8 +191,9 @@ class Dovecot:
     """
 
     def __init__(self, ca=None, tls=True, cert=None, users=None,
-                 root=None, quota=True):
+                 root=None, quota=True, extra_conf=''):
         self.ca = ca
+        self.extra_conf = extra_conf
         self.tls = tls
         self.users = dict(users or USERS)
         self.quota = quota
@@ -328,7 +329,8 @@ service pop3-login {{
     port = 0
   }}
 }}
-{quota}"""
+{quota}
+{self.extra_conf}"""
         with open(self.conf, 'w') as f:
             f.write(conf)
 

@@ -1,0 +1,321 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+#include <string.h>
+
+#include "imapfs/error.h"
+#include "imapfs/listing.h"
+#include "imapfs/log.h"
+
+struct ImapfsListingDelta {
+	ImapfsMailboxState state; /* as EXAMINE reported it */
+	guint32 max_uid;	  /* the base's; survivors cover 1..max_uid */
+	GArray *full;		  /* the whole listing, replacing the base */
+	GArray *added;		  /* messages above max_uid */
+	GArray *survivors;	  /* guint32 UIDs <= max_uid; NULL: none gone */
+	GArray *flags;		  /* ImapfsMessageInfo carrying new flags */
+};
+
+void imapfs_listing_base(ImapfsListingBase *base,
+			 const ImapfsMailboxState *state,
+			 const GArray *messages)
+{
+	memset(base, 0, sizeof(*base));
+	if (messages == NULL)
+		return;
+	base->have = TRUE;
+	base->state = *state;
+	base->count = messages->len;
+	if (messages->len)
+		base->max_uid = g_array_index(messages, ImapfsMessageInfo,
+					      messages->len - 1)
+					.uid;
+}
+
+void imapfs_listing_delta_free(ImapfsListingDelta *d)
+{
+	if (d == NULL)
+		return;
+	g_clear_pointer(&d->full, g_array_unref);
+	g_clear_pointer(&d->added, g_array_unref);
+	g_clear_pointer(&d->survivors, g_array_unref);
+	g_clear_pointer(&d->flags, g_array_unref);
+	g_free(d);
+}
+
+const ImapfsMailboxState *imapfs_listing_delta_state(ImapfsListingDelta *d)
+{
+	return &d->state;
+}
+
+gboolean imapfs_listing_delta_is_full(ImapfsListingDelta *d)
+{
+	return d->full != NULL;
+}
+
+static gboolean same_state(const ImapfsMailboxState *a,
+			   const ImapfsMailboxState *b)
+{
+	return a->uidvalidity == b->uidvalidity && a->uidnext != 0 &&
+	       a->uidnext == b->uidnext && a->exists == b->exists &&
+	       a->highestmodseq == b->highestmodseq;
+}
+
+/* The UIDs of a flags-only listing, for when ESEARCH is missing. */
+static GArray *uids_of(const GArray *msgs)
+{
+	GArray *out =
+		g_array_sized_new(FALSE, FALSE, sizeof(guint32), msgs->len);
+
+	for (guint i = 0; i < msgs->len; i++)
+		g_array_append_val(
+			out, g_array_index(msgs, ImapfsMessageInfo, i).uid);
+	return out;
+}
+
+/* Expunged messages show only in EXISTS: with the new ones counted, a
+ * smaller EXISTS means some of the known ones are gone. */
+static gboolean find_expunged(ImapfsSession *s, const ImapfsListingBase *base,
+			      ImapfsListingDelta *d, GError **error)
+{
+	guint added = d->added ? d->added->len : 0;
+
+	if (d->state.exists == base->count + added || base->max_uid == 0)
+		return TRUE;
+	if (imapfs_session_has(s, IMAPFS_CAP_ESEARCH)) {
+		d->survivors =
+			imapfs_session_search_uids(s, base->max_uid, error);
+		return d->survivors != NULL;
+	}
+	/* One small FETCH reply per message, but it brings flags too. */
+	d->flags = imapfs_session_fetch_index_range(s, 1, base->max_uid, TRUE,
+						    0, error);
+	if (d->flags)
+		d->survivors = uids_of(d->flags);
+	return d->flags != NULL;
+}
+
+static gboolean fetch_delta(ImapfsSession *s, const ImapfsListingBase *base,
+			    ImapfsListingDelta *d, GError **error)
+{
+	const ImapfsMailboxState *was = &base->state;
+
+	/* UIDNEXT unchanged (and known) means nothing arrived. */
+	if (d->state.uidnext == 0 || d->state.uidnext != was->uidnext) {
+		d->added = imapfs_session_fetch_index_range(
+			s, base->max_uid + 1, 0, FALSE, 0, error);
+		if (d->added == NULL)
+			return FALSE;
+	}
+	if (!find_expunged(s, base, d, error))
+		return FALSE;
+	if (d->flags == NULL && base->max_uid > 0 && was->highestmodseq &&
+	    d->state.highestmodseq != was->highestmodseq &&
+	    imapfs_session_condstore(s)) {
+		d->flags = imapfs_session_fetch_index_range(
+			s, 1, base->max_uid, TRUE, was->highestmodseq, error);
+		if (d->flags == NULL)
+			return FALSE;
+	}
+	return TRUE;
+}
+
+ImapfsListingDelta *imapfs_listing_refresh(ImapfsSession *s,
+					   const char *mailbox,
+					   const ImapfsListingBase *base,
+					   GError **error)
+{
+	g_autoptr(ImapfsListingDelta) d = g_new0(ImapfsListingDelta, 1);
+
+	d->max_uid = base->max_uid;
+	if (!imapfs_session_examine(s, mailbox, &d->state, error))
+		return NULL;
+	if (base->have && same_state(&base->state, &d->state))
+		return g_steal_pointer(&d);
+	if (!base->have || base->state.uidvalidity != d->state.uidvalidity) {
+		d->full = imapfs_session_fetch_index(s, error);
+		return d->full ? g_steal_pointer(&d) : NULL;
+	}
+	imapfs_trace(IMAPFS_TRACE_CACHE,
+		     "listing: refreshing \"%s\" from UID %u, EXISTS %u -> %u",
+		     mailbox, base->max_uid, base->state.exists,
+		     d->state.exists);
+	return fetch_delta(s, base, d, error) ? g_steal_pointer(&d) : NULL;
+}
+
+/* --- applying ----------------------------------------------------------- */
+
+ImapfsMessageInfo *imapfs_listing_find(GArray *msgs, guint32 uid)
+{
+	guint lo = 0, hi = msgs->len;
+
+	while (lo < hi) {
+		guint mid = lo + (hi - lo) / 2;
+		ImapfsMessageInfo *info =
+			&g_array_index(msgs, ImapfsMessageInfo, mid);
+		if (info->uid == uid)
+			return info;
+		if (info->uid < uid)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return NULL;
+}
+
+/* Drops the messages up to max_uid that are not among the survivors
+ * (both sorted by UID). */
+static gboolean apply_survivors(ImapfsListingDelta *d, GArray *msgs)
+{
+	guint keep = 0, s = 0;
+	guint before = msgs->len;
+
+	for (guint i = 0; i < msgs->len; i++) {
+		ImapfsMessageInfo *m =
+			&g_array_index(msgs, ImapfsMessageInfo, i);
+		while (s < d->survivors->len &&
+		       g_array_index(d->survivors, guint32, s) < m->uid)
+			s++;
+		gboolean alive =
+			m->uid > d->max_uid ||
+			(s < d->survivors->len &&
+			 g_array_index(d->survivors, guint32, s) == m->uid);
+		if (!alive) {
+			imapfs_message_info_clear(m);
+			continue;
+		}
+		if (keep != i) {
+			g_array_index(msgs, ImapfsMessageInfo, keep) = *m;
+			memset(m, 0, sizeof(*m));
+		}
+		keep++;
+	}
+	g_array_set_size(msgs, keep);
+	return keep != before;
+}
+
+static gboolean apply_flags(ImapfsListingDelta *d, GArray *msgs)
+{
+	gboolean changed = FALSE;
+
+	for (guint i = 0; i < d->flags->len; i++) {
+		ImapfsMessageInfo *u =
+			&g_array_index(d->flags, ImapfsMessageInfo, i);
+		ImapfsMessageInfo *m = imapfs_listing_find(msgs, u->uid);
+		if (m == NULL || g_strcmp0(m->flags, u->flags) == 0)
+			continue;
+		g_free(m->flags);
+		m->flags = g_steal_pointer(&u->flags);
+		changed = TRUE;
+	}
+	return changed;
+}
+
+/* Appends the new messages, which all lie above the known ones. */
+static gboolean apply_added(ImapfsListingDelta *d, GArray *msgs)
+{
+	guint32 max = msgs->len ? g_array_index(msgs, ImapfsMessageInfo,
+						msgs->len - 1)
+					  .uid
+				: 0;
+	gboolean changed = FALSE;
+
+	for (guint i = 0; i < d->added->len; i++) {
+		ImapfsMessageInfo *a =
+			&g_array_index(d->added, ImapfsMessageInfo, i);
+		if (a->uid <= max)
+			continue;
+		g_array_append_val(msgs, *a);
+		memset(a, 0, sizeof(*a));
+		max = a->uid;
+		changed = TRUE;
+	}
+	return changed;
+}
+
+gboolean imapfs_listing_delta_apply(ImapfsListingDelta *d, GArray **messages)
+{
+	gboolean changed = FALSE;
+
+	if (d->full) {
+		if (*messages)
+			g_array_unref(*messages);
+		*messages = g_steal_pointer(&d->full);
+		return TRUE;
+	}
+	if (*messages == NULL)
+		return FALSE;
+	if (d->survivors)
+		changed |= apply_survivors(d, *messages);
+	if (d->flags)
+		changed |= apply_flags(d, *messages);
+	if (d->added)
+		changed |= apply_added(d, *messages);
+	return changed;
+}
+
+/* --- on disk -------------------------------------------------------------- */
+
+#define LISTING_FORMAT 1
+/* (format, uidvalidity, uidnext, exists, highestmodseq,
+ *  [(uid, size, internaldate, flags)]) */
+#define LISTING_TYPE "(uuuuta(utxs))"
+
+GBytes *imapfs_listing_serialize(const ImapfsMailboxState *state,
+				 const GArray *messages)
+{
+	GVariantBuilder b;
+
+	g_variant_builder_init(&b, G_VARIANT_TYPE("a(utxs)"));
+	for (guint i = 0; i < messages->len; i++) {
+		const ImapfsMessageInfo *m =
+			&g_array_index(messages, ImapfsMessageInfo, i);
+		g_variant_builder_add(&b, "(utxs)", m->uid, m->size,
+				      m->internaldate,
+				      m->flags ? m->flags : "");
+	}
+	g_autoptr(GVariant) v = g_variant_ref_sink(
+		g_variant_new("(uuuut@a(utxs))", LISTING_FORMAT,
+			      state->uidvalidity, state->uidnext, state->exists,
+			      state->highestmodseq, g_variant_builder_end(&b)));
+	return g_variant_get_data_as_bytes(v);
+}
+
+static gboolean add_entries(GVariant *list, GArray *out)
+{
+	GVariantIter iter;
+	ImapfsMessageInfo m = {0};
+	const char *flags;
+	guint32 last = 0;
+
+	g_variant_iter_init(&iter, list);
+	while (g_variant_iter_next(&iter, "(utx&s)", &m.uid, &m.size,
+				   &m.internaldate, &flags)) {
+		/* Sorted and unique, as it was written. */
+		if (m.uid <= last)
+			return FALSE;
+		last = m.uid;
+		m.flags = g_strdup(flags);
+		g_array_append_val(out, m);
+	}
+	return TRUE;
+}
+
+GArray *imapfs_listing_deserialize(GBytes *bytes, ImapfsMailboxState *state_r)
+{
+	g_autoptr(GVariant) v = g_variant_ref_sink(g_variant_new_from_bytes(
+		G_VARIANT_TYPE(LISTING_TYPE), bytes, FALSE));
+	g_autoptr(GVariant) list = NULL;
+	g_autoptr(GArray) out =
+		g_array_new(FALSE, TRUE, sizeof(ImapfsMessageInfo));
+	guint32 format;
+
+	g_array_set_clear_func(out, imapfs_message_info_clear);
+	/* The disk cache checksums the bytes; this guards the format. */
+	if (!g_variant_is_normal_form(v))
+		return NULL;
+	g_variant_get(v, "(uuuut@a(utxs))", &format, &state_r->uidvalidity,
+		      &state_r->uidnext, &state_r->exists,
+		      &state_r->highestmodseq, &list);
+	if (format != LISTING_FORMAT || !add_entries(list, out))
+		return NULL;
+	return g_steal_pointer(&out);
+}
