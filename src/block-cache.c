@@ -53,6 +53,7 @@ struct ImapfsBlockCache {
 	ImapfsDiskCache *disk; /* may be NULL */
 	guint64 max_bytes;
 	GThreadPool *workers; /* prefetch jobs; NULL without prefetch */
+	gint closing;	      /* atomic: queued jobs only clean up */
 	guint64 budget;	      /* prefetch bytes allowed */
 	GMutex lock;
 	GCond fetched;		     /* a Pending finished */
@@ -129,10 +130,10 @@ void imapfs_block_cache_free(ImapfsBlockCache *cache)
 {
 	if (cache == NULL)
 		return;
-	/* Queued jobs are dropped unrun; their Pendings go with the table
-	 * (nobody waits on them: every reader is gone). */
+	/* Queued jobs still run, but only to release their Pendings. */
+	g_atomic_int_set(&cache->closing, TRUE);
 	if (cache->workers)
-		g_thread_pool_free(cache->workers, TRUE, TRUE);
+		g_thread_pool_free(cache->workers, FALSE, TRUE);
 	g_queue_clear(&cache->lru);
 	g_hash_table_unref(cache->blocks);
 	g_hash_table_unref(cache->pending);
@@ -199,7 +200,8 @@ static void mem_store(ImapfsBlockCache *cache, const ImapfsMessageKey *key,
 {
 	gsize size = g_bytes_get_size(data);
 
-	if (size > cache->max_bytes || g_hash_table_contains(cache->blocks, id))
+	if (cache->max_bytes == 0 || size > cache->max_bytes ||
+	    g_hash_table_contains(cache->blocks, id))
 		return;
 	make_room(cache, size);
 	Block *b = g_new0(Block, 1);
@@ -439,6 +441,25 @@ static gboolean span_from_disk(ImapfsBlockCache *cache,
 	return span->count > 0;
 }
 
+/* Fails the blocks of @spans without fetching: the cache is closing. */
+static void cancel_round(ImapfsBlockCache *cache, Job *job, Span *spans,
+			 guint n)
+{
+	g_autoptr(GError) error =
+		g_error_new(IMAPFS_ERROR, IMAPFS_ERROR_DISCONNECTED,
+			    "the file system is being unmounted");
+
+	for (guint i = 0; i < n; i++) {
+		ImapfsMessageKey key = {job->mailbox, job->uidvalidity,
+					spans[i].uid};
+		g_autofree Pending **p = span_pendings(cache, job, &spans[i]);
+		for (guint64 b = 0; b < spans[i].count; b++)
+			if (p[b])
+				complete(cache, &key, spans[i].first + b, p[b],
+					 NULL, error, FALSE);
+	}
+}
+
 /*
  * One round of a job: spans with distinct UIDs, fetched with one call
  * (one round trip). Spans found on disk are completed from there.
@@ -450,6 +471,10 @@ static void run_round(ImapfsBlockCache *cache, Job *job, Span *spans, guint n)
 	g_autoptr(GError) error = NULL;
 	guint k = 0;
 
+	if (g_atomic_int_get(&cache->closing)) {
+		cancel_round(cache, job, spans, n);
+		return;
+	}
 	for (guint i = 0; i < n; i++) {
 		ImapfsMessageKey key = {job->mailbox, job->uidvalidity,
 					spans[i].uid};
