@@ -254,46 +254,81 @@ gboolean imapfs_listing_delta_apply(ImapfsListingDelta *d, GArray **messages)
 
 /* --- on disk -------------------------------------------------------------- */
 
-#define LISTING_FORMAT 1
+#define LISTING_FORMAT 2
 /* (format, uidvalidity, uidnext, exists, highestmodseq,
- *  [(uid, size, internaldate, flags)]) */
-#define LISTING_TYPE "(uuuuta(utxs))"
+ *  uids, sizes, internaldates, distinct flag strings, flags index per
+ *  message): column arrays serialize without an object per message,
+ *  which matters at 100,000 messages. */
+#define LISTING_TYPE   \
+	"(uuuutauatax" \
+	"asau)"
+
+static GVariant *column(const GVariantType *type, gconstpointer data, gsize n,
+			gsize size)
+{
+	return g_variant_new_fixed_array(type, data, n, size);
+}
 
 GBytes *imapfs_listing_serialize(const ImapfsMailboxState *state,
 				 const GArray *messages)
 {
-	GVariantBuilder b;
+	guint n = messages->len;
+	g_autofree guint32 *uids = g_new(guint32, MAX(n, 1));
+	g_autofree guint64 *sizes = g_new(guint64, MAX(n, 1));
+	g_autofree gint64 *dates = g_new(gint64, MAX(n, 1));
+	g_autofree guint32 *flag_of = g_new(guint32, MAX(n, 1));
+	g_autoptr(GHashTable) index = g_hash_table_new(g_str_hash, g_str_equal);
+	g_autoptr(GPtrArray) table = g_ptr_array_new();
 
-	g_variant_builder_init(&b, G_VARIANT_TYPE("a(utxs)"));
-	for (guint i = 0; i < messages->len; i++) {
+	for (guint i = 0; i < n; i++) {
 		const ImapfsMessageInfo *m =
 			&g_array_index(messages, ImapfsMessageInfo, i);
-		g_variant_builder_add(&b, "(utxs)", m->uid, m->size,
-				      m->internaldate,
-				      m->flags ? m->flags : "");
+		const char *flags = m->flags ? m->flags : "";
+		gpointer k;
+		if (!g_hash_table_lookup_extended(index, flags, NULL, &k)) {
+			k = GUINT_TO_POINTER(table->len);
+			g_hash_table_insert(index, (gpointer)flags, k);
+			g_ptr_array_add(table, (gpointer)flags);
+		}
+		uids[i] = m->uid;
+		sizes[i] = m->size;
+		dates[i] = m->internaldate;
+		flag_of[i] = GPOINTER_TO_UINT(k);
 	}
-	g_autoptr(GVariant) v = g_variant_ref_sink(
-		g_variant_new("(uuuut@a(utxs))", LISTING_FORMAT,
-			      state->uidvalidity, state->uidnext, state->exists,
-			      state->highestmodseq, g_variant_builder_end(&b)));
+	g_autoptr(GVariant) v = g_variant_ref_sink(g_variant_new(
+		"(uuuut@au@at@ax@as@au)", LISTING_FORMAT, state->uidvalidity,
+		state->uidnext, state->exists, state->highestmodseq,
+		column(G_VARIANT_TYPE_UINT32, uids, n, 4),
+		column(G_VARIANT_TYPE_UINT64, sizes, n, 8),
+		column(G_VARIANT_TYPE_INT64, dates, n, 8),
+		g_variant_new_strv((const char *const *)table->pdata,
+				   table->len),
+		column(G_VARIANT_TYPE_UINT32, flag_of, n, 4)));
 	return g_variant_get_data_as_bytes(v);
 }
 
-static gboolean add_entries(GVariant *list, GArray *out)
-{
-	GVariantIter iter;
-	ImapfsMessageInfo m = {0};
-	const char *flags;
-	guint32 last = 0;
+typedef struct {
+	const guint32 *uids;
+	const guint64 *sizes;
+	const gint64 *dates;
+	const guint32 *flag_of;
+	const char **table;
+	gsize n, flags_n;
+} Columns;
 
-	g_variant_iter_init(&iter, list);
-	while (g_variant_iter_next(&iter, "(utx&s)", &m.uid, &m.size,
-				   &m.internaldate, &flags)) {
-		/* Sorted and unique, as it was written. */
-		if (m.uid <= last)
+/* Sorted and unique UIDs, flag indexes within the table: as written. */
+static gboolean add_entries(const Columns *c, GArray *out)
+{
+	for (gsize i = 0; i < c->n; i++) {
+		if ((i > 0 && c->uids[i] <= c->uids[i - 1]) ||
+		    c->flag_of[i] >= c->flags_n)
 			return FALSE;
-		last = m.uid;
-		m.flags = g_strdup(flags);
+		ImapfsMessageInfo m = {
+			.uid = c->uids[i],
+			.size = c->sizes[i],
+			.internaldate = c->dates[i],
+			.flags = g_strdup(c->table[c->flag_of[i]]),
+		};
 		g_array_append_val(out, m);
 	}
 	return TRUE;
@@ -303,19 +338,31 @@ GArray *imapfs_listing_deserialize(GBytes *bytes, ImapfsMailboxState *state_r)
 {
 	g_autoptr(GVariant) v = g_variant_ref_sink(g_variant_new_from_bytes(
 		G_VARIANT_TYPE(LISTING_TYPE), bytes, FALSE));
-	g_autoptr(GVariant) list = NULL;
+	g_autoptr(GVariant) u = NULL, sz = NULL, d = NULL, t = NULL, f = NULL;
 	g_autoptr(GArray) out =
 		g_array_new(FALSE, TRUE, sizeof(ImapfsMessageInfo));
+	g_autofree const char **table = NULL;
+	Columns c = {0};
+	gsize nu, ns, nd, nf;
 	guint32 format;
 
 	g_array_set_clear_func(out, imapfs_message_info_clear);
 	/* The disk cache checksums the bytes; this guards the format. */
 	if (!g_variant_is_normal_form(v))
 		return NULL;
-	g_variant_get(v, "(uuuut@a(utxs))", &format, &state_r->uidvalidity,
-		      &state_r->uidnext, &state_r->exists,
-		      &state_r->highestmodseq, &list);
-	if (format != LISTING_FORMAT || !add_entries(list, out))
+	g_variant_get(v, "(uuuut@au@at@ax@as@au)", &format,
+		      &state_r->uidvalidity, &state_r->uidnext,
+		      &state_r->exists, &state_r->highestmodseq, &u, &sz, &d,
+		      &t, &f);
+	c.uids = g_variant_get_fixed_array(u, &nu, 4);
+	c.sizes = g_variant_get_fixed_array(sz, &ns, 8);
+	c.dates = g_variant_get_fixed_array(d, &nd, 8);
+	c.flag_of = g_variant_get_fixed_array(f, &nf, 4);
+	table = g_variant_get_strv(t, &c.flags_n);
+	c.table = table;
+	c.n = nu;
+	if (format != LISTING_FORMAT || ns != nu || nd != nu || nf != nu ||
+	    !add_entries(&c, out))
 		return NULL;
 	return g_steal_pointer(&out);
 }

@@ -699,7 +699,7 @@ GPtrArray *imapfs_tree_readdir(ImapfsTree *tree, guint64 ino, GError **error)
  * the mailbox's own) for the caller to free, and the listed size. */
 static gboolean message_key(ImapfsTree *tree, guint64 ino,
 			    ImapfsMessageKey *key, guint64 *size_r,
-			    GError **error)
+			    gboolean *checked_r, GError **error)
 {
 	Mailbox *m;
 	ImapfsMessageInfo *info = NULL;
@@ -712,6 +712,8 @@ static gboolean message_key(ImapfsTree *tree, guint64 ino,
 		key->uidvalidity = m->state.uidvalidity;
 		if (size_r)
 			*size_r = info->size;
+		if (checked_r)
+			*checked_r = info->checked;
 	}
 	g_mutex_unlock(&tree->lock);
 	return info != NULL || fail_noent(error, "message");
@@ -737,8 +739,10 @@ static gboolean correct_size(ImapfsTree *tree, guint64 ino, guint64 listed,
 		known[1] = size;
 	if (decode_message(tree, ino, &m, &uid)) {
 		ImapfsMessageInfo *info = find_message(m, uid);
-		if (info)
+		if (info) {
 			info->size = size;
+			info->checked = TRUE;
+		}
 	}
 	g_mutex_unlock(&tree->lock);
 	return before;
@@ -876,12 +880,12 @@ static void plan_prefetch(Mailbox *m, guint32 uid, GArray *items)
 	for (gint64 k = from; k <= to; k++) {
 		const ImapfsMessageInfo *info = order_nth(m, m->order, k);
 		ImapfsPrefetchItem item = {info->uid, info->size};
-		g_array_append_val(items, item);
+		/* Read before in this mount: the kernel keeps its pages. */
+		if (!info->checked)
+			g_array_append_val(items, item);
 	}
-	if (items->len)
-		m->ahead_uid =
-			g_array_index(items, ImapfsPrefetchItem, items->len - 1)
-				.uid;
+	if (from <= to)
+		m->ahead_uid = order_nth(m, m->order, to)->uid;
 }
 
 static void prefetch_after(ImapfsTree *tree, guint64 ino)
@@ -892,9 +896,12 @@ static void prefetch_after(ImapfsTree *tree, guint64 ino)
 	guint32 uidvalidity = 0, uid;
 	Mailbox *m;
 
+	guint32 planned = 0;
+
 	g_mutex_lock(&tree->lock);
 	if (decode_message(tree, ino, &m, &uid)) {
 		plan_prefetch(m, uid, items);
+		planned = m->ahead_uid;
 		server_name = g_strdup(m->server_name);
 		uidvalidity = m->state.uidvalidity;
 	}
@@ -908,8 +915,7 @@ static void prefetch_after(ImapfsTree *tree, guint64 ino)
 		return;
 	/* Over budget: ask again for the rest on a later open. */
 	g_mutex_lock(&tree->lock);
-	if (m->ahead_uid ==
-	    g_array_index(items, ImapfsPrefetchItem, items->len - 1).uid)
+	if (m->ahead_uid == planned)
 		m->ahead_uid = queued ? g_array_index(items, ImapfsPrefetchItem,
 						      queued - 1)
 						.uid
@@ -922,11 +928,21 @@ gboolean imapfs_tree_open(ImapfsTree *tree, guint64 ino, guint64 *size_r,
 {
 	ImapfsMessageKey key = {0};
 	guint64 listed;
+	gboolean checked;
 
-	if (!message_key(tree, ino, &key, &listed, error))
+	if (!message_key(tree, ino, &key, &listed, &checked, error))
 		return FALSE;
 	g_autofree char *name = (char *)key.mailbox;
 	prefetch_after(tree, ino);
+	/* Opened before in this mount: its size is known, and the kernel
+	 * most likely still holds its pages. */
+	if (checked) {
+		*size_r = listed;
+		g_mutex_lock(&tree->lock);
+		*changed_r = g_hash_table_contains(tree->corrected, &ino);
+		g_mutex_unlock(&tree->lock);
+		return TRUE;
+	}
 	if (!imapfs_block_cache_size(tree->cache, &key, listed, size_r, error))
 		return FALSE;
 	/* The kernel may still hold RFC822.SIZE from the listing, so a size
@@ -949,7 +965,7 @@ gssize imapfs_tree_read(ImapfsTree *tree, guint64 ino, guint64 offset,
 {
 	ImapfsMessageKey key = {0};
 
-	if (!message_key(tree, ino, &key, NULL, error))
+	if (!message_key(tree, ino, &key, NULL, NULL, error))
 		return -1;
 	g_autofree char *name = (char *)key.mailbox;
 	return imapfs_block_cache_read(tree->cache, &key, offset, len, buf, ra,

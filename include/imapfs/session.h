@@ -82,6 +82,7 @@ typedef struct {
 
 typedef struct {
 	guint32 uid;
+	guint32 checked;     /* for the listing's owner; the session sets 0 */
 	guint64 size;	     /* RFC822.SIZE */
 	gint64 internaldate; /* seconds since the epoch, UTC */
 	char *flags;	     /* space separated, as sent */

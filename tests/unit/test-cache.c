@@ -1110,8 +1110,8 @@ static void test_prefetch_budget_waited(Fixture *f, gconstpointer data)
 }
 
 /* Freeing the cache with prefetch jobs still queued ends them without
- * fetching and without a leak. Run in a subprocess, where LeakSanitizer (in an ASan build) fails
- * the exit. */
+ * fetching and without a leak. Run in a subprocess, where LeakSanitizer (in an
+ * ASan build) fails the exit. */
 static void test_prefetch_free_queued(Fixture *f, gconstpointer data)
 {
 	enum { N = 200 }; /* several jobs */
