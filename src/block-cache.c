@@ -6,15 +6,19 @@
 #include "imapfs/log.h"
 
 #define BS IMAPFS_BLOCK_SIZE
-/* Readahead within one message grows to this many blocks (4 MiB). */
+/* Readahead within one message starts at this many blocks (a read from
+ * the start is usually a read of all of it) and grows to 16 (4 MiB). */
+#define RA_FIRST_BLOCKS 4
 #define RA_MAX_BLOCKS 16
 /* One prefetch job: at most this many windows or bytes, so that a job
  * (one round trip) is large enough to hide latency and small enough to
  * spread over the connections. */
 #define JOB_MAX_WINDOWS 64
 #define JOB_MAX_BYTES (4 * 1024 * 1024)
-/* Messages up to this size are prefetched whole, in one window. */
-#define WHOLE_MAX_BLOCKS 4
+/* Messages up to this size (4 MiB) are prefetched whole, in one window. */
+#define WHOLE_MAX_BLOCKS 16
+/* Bytes that may wait for the disk writer before fetching waits too. */
+#define WRITE_QUEUE_MAX (32 * 1024 * 1024)
 
 typedef struct {
 	char *id;      /* block_id(): the key */
@@ -57,6 +61,9 @@ struct ImapfsBlockCache {
 	guint64 budget;	      /* prefetch bytes allowed */
 	GMutex lock;
 	GCond fetched;		     /* a Pending finished */
+	GThreadPool *writer;	     /* one thread writing to disk; with disk */
+	GCond written;		     /* write_queued went down */
+	guint64 write_queued;	     /* bytes waiting for the writer; by lock */
 	GHashTable *blocks;	     /* id -> Block *; protected by lock */
 	GQueue lru;		     /* Block *; protected by lock */
 	guint64 bytes;		     /* protected by lock */
@@ -93,6 +100,9 @@ static void job_free(Job *job)
 }
 
 static void run_job(gpointer job, gpointer cache);
+static void write_block(gpointer data, gpointer user_data);
+static void queue_write(ImapfsBlockCache *cache, const ImapfsMessageKey *key,
+			guint64 index, GBytes *data);
 
 ImapfsBlockCache *imapfs_block_cache_new(guint64 max_bytes,
 					 ImapfsDiskCache *disk,
@@ -107,6 +117,10 @@ ImapfsBlockCache *imapfs_block_cache_new(guint64 max_bytes,
 	cache->max_bytes = max_bytes;
 	g_mutex_init(&cache->lock);
 	g_cond_init(&cache->fetched);
+	g_cond_init(&cache->written);
+	if (disk)
+		cache->writer =
+			g_thread_pool_new(write_block, cache, 1, FALSE, NULL);
 	cache->blocks = g_hash_table_new_full(g_str_hash, g_str_equal, NULL,
 					      block_free);
 	cache->pending =
@@ -134,10 +148,14 @@ void imapfs_block_cache_free(ImapfsBlockCache *cache)
 	g_atomic_int_set(&cache->closing, TRUE);
 	if (cache->workers)
 		g_thread_pool_free(cache->workers, FALSE, TRUE);
+	/* Every block fetched reaches the disk before the cache goes. */
+	if (cache->writer)
+		g_thread_pool_free(cache->writer, FALSE, TRUE);
 	g_queue_clear(&cache->lru);
 	g_hash_table_unref(cache->blocks);
 	g_hash_table_unref(cache->pending);
 	g_cond_clear(&cache->fetched);
+	g_cond_clear(&cache->written);
 	g_mutex_clear(&cache->lock);
 	g_free(cache);
 }
@@ -218,6 +236,59 @@ static void mem_store(ImapfsBlockCache *cache, const ImapfsMessageKey *key,
 	cache->bytes += size;
 }
 
+/* --- writing to disk ------------------------------------------------------
+ */
+
+/* A block on its way to the disk cache. */
+typedef struct {
+	char *mailbox;
+	guint32 uidvalidity, uid;
+	guint64 index;
+	GBytes *data;
+} DiskWrite;
+
+/* Writes one block; runs on the writer thread, so that the disk never
+ * holds up a connection or a reader. */
+static void write_block(gpointer data, gpointer user_data)
+{
+	DiskWrite *dw = data;
+	ImapfsBlockCache *cache = user_data;
+	ImapfsBlockKey k = {dw->mailbox, dw->uidvalidity, dw->uid, "",
+			    dw->index};
+	gsize len;
+	gconstpointer bytes = g_bytes_get_data(dw->data, &len);
+
+	imapfs_disk_cache_put(cache->disk, &k, bytes, len);
+	g_mutex_lock(&cache->lock);
+	cache->write_queued -= len;
+	g_cond_broadcast(&cache->written);
+	g_mutex_unlock(&cache->lock);
+	g_bytes_unref(dw->data);
+	g_free(dw->mailbox);
+	g_free(dw);
+}
+
+/* Hands a block to the writer thread; waits while too much is queued,
+ * so a slow disk slows fetching rather than filling memory. */
+static void queue_write(ImapfsBlockCache *cache, const ImapfsMessageKey *key,
+			guint64 index, GBytes *data)
+{
+	DiskWrite *dw = g_new(DiskWrite, 1);
+	gsize len = g_bytes_get_size(data);
+
+	dw->mailbox = g_strdup(key->mailbox);
+	dw->uidvalidity = key->uidvalidity;
+	dw->uid = key->uid;
+	dw->index = index;
+	dw->data = g_bytes_ref(data);
+	g_mutex_lock(&cache->lock);
+	while (cache->write_queued > WRITE_QUEUE_MAX)
+		g_cond_wait(&cache->written, &cache->lock);
+	cache->write_queued += len;
+	g_mutex_unlock(&cache->lock);
+	g_thread_pool_push(cache->writer, dw, NULL);
+}
+
 /* --- fetching ------------------------------------------------------------- */
 
 /* Ends the fetch of block @id: stores it, wakes the waiters, and for a
@@ -234,19 +305,18 @@ static void complete(ImapfsBlockCache *cache, const ImapfsMessageKey *key,
 	if (p->prefetch)
 		cache->budget_used -= p->estimate;
 	if (data)
-		mem_store(cache, key, id, data, p->prefetch);
+		mem_store(cache, key, id, data, p->prefetch && p->estimate > 0);
 	p->done = TRUE;
 	p->data = data ? g_bytes_ref(data) : NULL;
 	p->error = error ? g_error_copy(error) : NULL;
-	g_cond_broadcast(&cache->fetched);
+	/* Only readers waiting for this block need waking; waking all of
+	 * them for every prefetched block costs context switches. */
+	if (p->refs > 1)
+		g_cond_broadcast(&cache->fetched);
 	pending_unref(p);
 	g_mutex_unlock(&cache->lock);
-	if (data && from_network && cache->disk) {
-		ImapfsBlockKey k = disk_key(key, index);
-		gsize len;
-		gconstpointer bytes = g_bytes_get_data(data, &len);
-		imapfs_disk_cache_put(cache->disk, &k, bytes, len);
-	}
+	if (data && from_network && cache->disk)
+		queue_write(cache, key, index, data);
 }
 
 static gboolean fetch_one(ImapfsBlockCache *cache, const ImapfsMessageKey *key,
@@ -256,7 +326,7 @@ static gboolean fetch_one(ImapfsBlockCache *cache, const ImapfsMessageKey *key,
 	ImapfsBodyWindow w = {key->uid, index * BS, BS, out, FALSE};
 
 	if (!cache->fetch(cache->fetch_data, key->mailbox, key->uidvalidity, &w,
-			  1, error))
+			  1, NULL, NULL, error))
 		return FALSE;
 	if (!w.found) {
 		g_set_error(error, IMAPFS_ERROR, IMAPFS_ERROR_NONEXISTENT,
@@ -387,6 +457,7 @@ static void finish_span(ImapfsBlockCache *cache, const ImapfsMessageKey *key,
 		if (pendings[i])
 			complete(cache, key, span->first + i, pendings[i], data,
 				 error, TRUE);
+		pendings[i] = NULL;
 	}
 }
 
@@ -460,6 +531,27 @@ static void cancel_round(ImapfsBlockCache *cache, Job *job, Span *spans,
 	}
 }
 
+/* What window_done() needs to find a window's blocks. */
+typedef struct {
+	ImapfsBlockCache *cache;
+	Job *job;
+	Span *spans;
+	Pending ***pend;
+	ImapfsBodyWindow *w;
+} Round;
+
+/* Completes a window's blocks as soon as its reply is in, so that a
+ * reader waiting for it need not wait for the rest of the batch. */
+static void window_done(ImapfsBodyWindow *w, gpointer data)
+{
+	Round *r = data;
+	guint i = w - r->w;
+	ImapfsMessageKey key = {r->job->mailbox, r->job->uidvalidity,
+				r->spans[i].uid};
+
+	finish_span(r->cache, &key, &r->spans[i], r->pend[i], w, NULL);
+}
+
 /*
  * One round of a job: spans with distinct UIDs, fetched with one call
  * (one round trip). Spans found on disk are completed from there.
@@ -490,9 +582,10 @@ static void run_round(ImapfsBlockCache *cache, Job *job, Span *spans, guint n)
 					  g_byte_array_new(), FALSE};
 		k++;
 	}
+	Round round = {cache, job, spans, pend, w};
 	if (k > 0)
 		cache->fetch(cache->fetch_data, job->mailbox, job->uidvalidity,
-			     w, k, &error);
+			     w, k, window_done, &round, &error);
 	if (error)
 		imapfs_trace(IMAPFS_TRACE_CACHE, "prefetch failed: %s",
 			     error->message);
@@ -544,9 +637,11 @@ static void run_job(gpointer data, gpointer user_data)
 /* Registers the blocks of @span that are neither cached nor in flight
  * as prefetch Pendings and adds them to @job as spans. FALSE when the
  * budget is spent; *@end_r (may be NULL) then gets the first block not
- * claimed. Called locked. */
+ * claimed. Readahead within the file being read is not @budgeted: it is
+ * what the reader waits for next, bounded by RA_MAX_BLOCKS per file, and
+ * must not starve behind prefetch of other messages. Called locked. */
 static gboolean claim_span(ImapfsBlockCache *cache, Job *job, Span span,
-			   guint64 size, guint64 *end_r)
+			   guint64 size, gboolean budgeted, guint64 *end_r)
 {
 	for (guint64 i = span.first; i < span.first + span.count; i++) {
 		if (end_r)
@@ -558,7 +653,9 @@ static gboolean claim_span(ImapfsBlockCache *cache, Job *job, Span span,
 			continue;
 		guint64 start = i * BS;
 		guint64 estimate = size > start ? MIN(size - start, BS) : 0;
-		if (cache->budget_used + estimate > cache->budget)
+		if (!budgeted)
+			estimate = 0;
+		else if (cache->budget_used + estimate > cache->budget)
 			return FALSE;
 		Pending *p = g_new0(Pending, 1);
 		p->refs = 1;
@@ -637,9 +734,10 @@ guint imapfs_block_cache_prefetch(ImapfsBlockCache *cache, const char *mailbox,
 		guint count =
 			message_spans(items[done].uid, items[done].size, spans);
 		guint64 before = cache->budget_used;
-		if (!claim_span(cache, job, spans[0], items[done].size, NULL) ||
-		    (count > 1 &&
-		     !claim_span(cache, job, spans[1], items[done].size, NULL)))
+		if (!claim_span(cache, job, spans[0], items[done].size, TRUE,
+				NULL) ||
+		    (count > 1 && !claim_span(cache, job, spans[1],
+					      items[done].size, TRUE, NULL)))
 			break;
 		job_bytes += cache->budget_used - before;
 		if (job->spans->len >= JOB_MAX_WINDOWS ||
@@ -675,7 +773,8 @@ static Job *plan_readahead(ImapfsBlockCache *cache, const ImapfsMessageKey *key,
 		ra->ahead = 0;
 		return NULL;
 	}
-	ra->window = ra->window ? MIN(ra->window * 2, RA_MAX_BLOCKS) : 1;
+	ra->window = ra->window ? MIN(ra->window * 2, RA_MAX_BLOCKS)
+				: RA_FIRST_BLOCKS;
 	guint64 index = offset / BS;
 	guint64 first = MAX(index + 1, ra->ahead);
 	guint64 end = index + 1 + ra->window;
@@ -686,7 +785,7 @@ static Job *plan_readahead(ImapfsBlockCache *cache, const ImapfsMessageKey *key,
 	Job *job = job_new(key->mailbox, key->uidvalidity);
 	Span span = {key->uid, first, end - first};
 	/* Blocks refused for the budget are asked again on the next read. */
-	claim_span(cache, job, span, ra->size ? ra->size : end * BS,
+	claim_span(cache, job, span, ra->size ? ra->size : end * BS, FALSE,
 		   &ra->ahead);
 	return job;
 }
@@ -770,6 +869,14 @@ gboolean imapfs_block_cache_size(ImapfsBlockCache *cache,
 	}
 }
 
+void imapfs_block_cache_sync(ImapfsBlockCache *cache)
+{
+	g_mutex_lock(&cache->lock);
+	while (cache->write_queued > 0)
+		g_cond_wait(&cache->written, &cache->lock);
+	g_mutex_unlock(&cache->lock);
+}
+
 void imapfs_block_cache_drop_mailbox(ImapfsBlockCache *cache,
 				     const char *mailbox,
 				     guint32 keep_uidvalidity)
@@ -789,6 +896,8 @@ void imapfs_block_cache_drop_mailbox(ImapfsBlockCache *cache,
 	for (guint i = 0; i < doomed->len; i++)
 		mem_remove(cache, doomed->pdata[i]);
 	g_mutex_unlock(&cache->lock);
+	/* A queued write of an old block must not land after the drop. */
+	imapfs_block_cache_sync(cache);
 	if (cache->disk)
 		imapfs_disk_cache_drop_mailbox(cache->disk, mailbox,
 					       keep_uidvalidity);
@@ -808,26 +917,31 @@ void imapfs_block_cache_get_stats(ImapfsBlockCache *cache,
 typedef struct {
 	ImapfsBodyWindow *w;
 	guint n;
+	ImapfsBodyDoneFunc done;
+	gpointer done_data;
 } FetchBodies;
 
 static gboolean fetch_func(ImapfsSession *s, gpointer data, GError **error)
 {
 	FetchBodies *fb = data;
 
-	/* A retry on another connection starts over. */
+	/* A retry on another connection starts over (a window already
+	 * handed to done is simply fetched again and ignored there). */
 	for (guint i = 0; i < fb->n; i++) {
 		g_byte_array_set_size(fb->w[i].out, 0);
 		fb->w[i].found = FALSE;
 	}
-	return imapfs_session_fetch_bodies(s, fb->w, fb->n, error);
+	return imapfs_session_fetch_bodies(s, fb->w, fb->n, fb->done,
+					   fb->done_data, error);
 }
 
 gboolean imapfs_block_cache_fetch_from_pool(gpointer data, const char *mailbox,
 					    guint32 uidvalidity,
 					    ImapfsBodyWindow *windows, guint n,
-					    GError **error)
+					    ImapfsBodyDoneFunc done,
+					    gpointer done_data, GError **error)
 {
-	FetchBodies fb = {windows, n};
+	FetchBodies fb = {windows, n, done, done_data};
 
 	return imapfs_pool_run(data, mailbox, uidvalidity, TRUE, fetch_func,
 			       &fb, error);

@@ -1225,6 +1225,8 @@ typedef struct {
 	GByteArray *pending;
 	guint64 pending_origin; /* message offset of pending->data[0] */
 	guint64 lit_pos;	/* message offset of the next literal byte */
+	ImapfsBodyDoneFunc done;
+	gpointer done_data;
 } BodyBatch;
 
 /* The UID of a FETCH response, even one still being parsed. */
@@ -1327,6 +1329,8 @@ static void on_bodies(ImapfsSession *s, ImapfsResponse *resp, gpointer ctx)
 					  NULL);
 		}
 		body_finish(bb, w);
+		if (bb->done)
+			bb->done(w, bb->done_data);
 		return;
 	}
 }
@@ -1420,12 +1424,13 @@ static gboolean check_windows(ImapfsSession *s, ImapfsBodyWindow *w, guint n,
 }
 
 gboolean imapfs_session_fetch_bodies(ImapfsSession *s, ImapfsBodyWindow *w,
-				     guint n, GError **error)
+				     guint n, ImapfsBodyDoneFunc done,
+				     gpointer done_data, GError **error)
 {
 	static const ImapfsLiteralSink sink = {body_begin, body_data};
 	g_autoptr(GHashTable) by_uid = g_hash_table_new(NULL, NULL);
 	g_autoptr(GByteArray) pending = g_byte_array_new();
-	BodyBatch bb = {by_uid, 0, NULL, pending, 0, 0};
+	BodyBatch bb = {by_uid, 0, NULL, pending, 0, 0, done, done_data};
 	Command cmd = {"UID FETCH", on_bodies, NULL, &bb};
 	g_autofree Tag *tags = NULL;
 	guint cmds;
@@ -1446,7 +1451,7 @@ gboolean imapfs_session_fetch_body(ImapfsSession *s, guint32 uid,
 {
 	ImapfsBodyWindow w = {uid, offset, len, out, FALSE};
 
-	if (!imapfs_session_fetch_bodies(s, &w, 1, error))
+	if (!imapfs_session_fetch_bodies(s, &w, 1, NULL, NULL, error))
 		return FALSE;
 	if (!w.found) {
 		g_set_error(error, IMAPFS_ERROR, IMAPFS_ERROR_NONEXISTENT,

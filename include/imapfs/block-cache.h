@@ -48,19 +48,22 @@ typedef struct {
 /*
  * Fetches windows (distinct UIDs) of messages in @mailbox, appending each
  * window's bytes to its out and setting found, like
- * imapfs_session_fetch_bodies(). Called without any cache lock held, from
- * a reading or prefetching thread. On failure the outs are undefined.
+ * imapfs_session_fetch_bodies(), and telling @done (may be NULL) of each
+ * window as it completes. Called without any cache lock held, from a
+ * reading or prefetching thread. On failure the outs are undefined.
  */
 typedef gboolean (*ImapfsBlockFetchFunc)(gpointer data, const char *mailbox,
 					 guint32 uidvalidity,
 					 ImapfsBodyWindow *windows, guint n,
-					 GError **error);
+					 ImapfsBodyDoneFunc done,
+					 gpointer done_data, GError **error);
 
 /* The fetcher for a real mount, through the pool given as @data. */
 gboolean imapfs_block_cache_fetch_from_pool(gpointer data, const char *mailbox,
 					    guint32 uidvalidity,
 					    ImapfsBodyWindow *windows, guint n,
-					    GError **error);
+					    ImapfsBodyDoneFunc done,
+					    gpointer done_data, GError **error);
 
 /*
  * @max_bytes: memory the cached blocks may take (0: keep nothing once
@@ -128,6 +131,10 @@ typedef struct {
 guint imapfs_block_cache_prefetch(ImapfsBlockCache *cache, const char *mailbox,
 				  guint32 uidvalidity,
 				  const ImapfsPrefetchItem *items, guint n);
+
+/* Waits until every block fetched so far is in the disk cache (blocks
+ * are written there by a thread of their own). */
+void imapfs_block_cache_sync(ImapfsBlockCache *cache);
 
 /* Forgets every block of @mailbox not under @keep_uidvalidity (0: all),
  * in memory and on disk: the server recreated the mailbox. */

@@ -181,6 +181,10 @@ typedef struct {
 	gboolean found;	 /* set when the server sent a body for uid */
 } ImapfsBodyWindow;
 
+/* Called as soon as the reply for one window is complete (with found
+ * set), while the rest of the batch is still coming. */
+typedef void (*ImapfsBodyDoneFunc)(ImapfsBodyWindow *window, gpointer data);
+
 /*
  * Fetches windows of many messages at once: windows with the same range
  * share one "UID FETCH set (UID BODY.PEEK[]<offset.len>)", and all the
@@ -189,10 +193,12 @@ typedef struct {
  * ends there); found stays FALSE for a UID the server returned nothing
  * for (expunged). UIDs must be distinct and non-zero; keep windows with
  * the same range next to each other for fewer commands. Never sets \Seen.
+ * @done (may be NULL) hears of each window that came.
  */
 gboolean imapfs_session_fetch_bodies(ImapfsSession *session,
 				     ImapfsBodyWindow *windows, guint n,
-				     GError **error);
+				     ImapfsBodyDoneFunc done,
+				     gpointer done_data, GError **error);
 
 /* Makes a blocked call fail promptly (unmount). Any thread. */
 void imapfs_session_abort(ImapfsSession *session);
