@@ -392,12 +392,12 @@ static void op_statfs(fuse_req_t req, fuse_ino_t ino)
 static void op_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name,
 			size_t size)
 {
-	/* Only user.* attributes exist here. Saying so for security.*
-	 * (rather than "no such attribute") lets ls -l and cp -a stop asking
-	 * for the SELinux label after the first file of the mount; ENOSYS
-	 * would switch off every attribute for the whole mount. */
-	if (g_str_has_prefix(name, "user.") ||
-	    g_str_has_prefix(name, "system.posix_acl_"))
+	/* Only user.* attributes exist here. Saying so for the others
+	 * (security.selinux, system.posix_acl_access), rather than "no such
+	 * attribute", lets ls -l and cp -a stop asking after the first file
+	 * of the mount instead of asking for every file: a round trip each.
+	 * ENOSYS would switch off every attribute for the whole mount. */
+	if (g_str_has_prefix(name, "user."))
 		fuse_reply_err(req, ENODATA);
 	else
 		fuse_reply_err(req, EOPNOTSUPP);

@@ -6,6 +6,7 @@
  */
 #include <errno.h>
 #include <fuse_lowlevel.h>
+#include <malloc.h>
 #include <sys/stat.h>
 #include <signal.h>
 #include <stdio.h>
@@ -25,7 +26,7 @@
 
 /* Memory for cached message blocks (the disk cache comes on top). With
  * cache=none, only enough to serve the blocks being read. */
-#define MEMORY_CACHE_BYTES (64 * 1024 * 1024)
+#define MEMORY_CACHE_BYTES (48 * 1024 * 1024)
 #define MEMORY_CACHE_NONE_BYTES (4 * 1024 * 1024)
 /* Prefetched bytes not yet read, plus those in flight. */
 #define PREFETCH_BUDGET (24 * 1024 * 1024)
@@ -408,6 +409,11 @@ int main(int argc, char **argv)
 	a.owner.gid = getgid();
 	/* A server closing the socket must not kill us mid-write. */
 	signal(SIGPIPE, SIG_IGN);
+	/* Cache blocks come and go by the thousand on many threads; with an
+	 * arena per thread, glibc keeps freed memory in each of them and
+	 * the footprint drifts far above what is live (130 MB against 115
+	 * for a 10,000-message grep). */
+	mallopt(M_ARENA_MAX, 2);
 	imapfs_log_init(0);
 	if (fuse_opt_parse(&fargs, &a, option_spec, option_proc) != 0) {
 		ret = fail("invalid arguments", NULL);

@@ -253,3 +253,19 @@ def test_scattered_reads_do_not_prefetch(mount, corpus, tmp_path, stride):
                for x in re.findall(r'UID FETCH (\S+) ', line)
                for x in x.split(',')]
     assert sorted(fetched) == sorted(picked)
+
+
+def test_ls_l_asks_for_labels_and_acls_once(mount, corpus, tmp_path):
+    """Only user.* attributes exist: the others are "not supported", so
+    ls -l stops asking after one file instead of a round trip per file."""
+    m = mount(options=cache_opts(mount.server, tmp_path / 'cache'),
+              debug=True)
+    path = os.path.join(m.mountpoint, 'INBOX', '1.eml')
+    r = tool('getfattr', '-n', 'user.nothing', path, check=False)
+    assert b'No such attribute' in r.stderr
+    r = tool('getfattr', '-n', 'security.selinux', path, check=False)
+    assert b'Operation not supported' in r.stderr
+    before = m.stderr().count('GETXATTR')
+    r = tool('ls', '-l', 'Bulk', cwd=m.mountpoint)
+    assert len(r.stdout.splitlines()) == len(corpus['Bulk'].messages) + 1
+    assert m.stderr().count('GETXATTR') - before <= 4
