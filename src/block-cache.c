@@ -60,10 +60,14 @@ struct ImapfsBlockCache {
 	gint closing;	      /* atomic: queued jobs only clean up */
 	guint64 budget;	      /* prefetch bytes allowed */
 	GMutex lock;
-	GCond fetched;		     /* a Pending finished */
-	GThreadPool *writer;	     /* one thread writing to disk; with disk */
-	GCond written;		     /* write_queued went down */
-	guint64 write_queued;	     /* bytes waiting for the writer; by lock */
+	GCond fetched;	      /* a Pending finished */
+	GThread *writer;      /* writes to disk; only with a disk cache */
+	GCond write_wake;     /* the queue has work, or stop */
+	GCond written;	      /* write_queued went down */
+	GQueue writes;	      /* DiskWrite *; protected by lock */
+	guint64 write_queued; /* their bytes; protected by lock */
+	guint write_waiters;  /* threads waiting on written; by lock */
+	gboolean writer_sleeping, writer_stop; /* protected by lock */
 	GHashTable *blocks;	     /* id -> Block *; protected by lock */
 	GQueue lru;		     /* Block *; protected by lock */
 	guint64 bytes;		     /* protected by lock */
@@ -100,7 +104,7 @@ static void job_free(Job *job)
 }
 
 static void run_job(gpointer job, gpointer cache);
-static void write_block(gpointer data, gpointer user_data);
+static gpointer writer_main(gpointer data);
 static void queue_write(ImapfsBlockCache *cache, const ImapfsMessageKey *key,
 			guint64 index, GBytes *data);
 
@@ -118,9 +122,11 @@ ImapfsBlockCache *imapfs_block_cache_new(guint64 max_bytes,
 	g_mutex_init(&cache->lock);
 	g_cond_init(&cache->fetched);
 	g_cond_init(&cache->written);
+	g_cond_init(&cache->write_wake);
+	g_queue_init(&cache->writes);
 	if (disk)
 		cache->writer =
-			g_thread_pool_new(write_block, cache, 1, FALSE, NULL);
+			g_thread_new("imapfs-writer", writer_main, cache);
 	cache->blocks = g_hash_table_new_full(g_str_hash, g_str_equal, NULL,
 					      block_free);
 	cache->pending =
@@ -149,13 +155,19 @@ void imapfs_block_cache_free(ImapfsBlockCache *cache)
 	if (cache->workers)
 		g_thread_pool_free(cache->workers, FALSE, TRUE);
 	/* Every block fetched reaches the disk before the cache goes. */
-	if (cache->writer)
-		g_thread_pool_free(cache->writer, FALSE, TRUE);
+	if (cache->writer) {
+		g_mutex_lock(&cache->lock);
+		cache->writer_stop = TRUE;
+		g_cond_signal(&cache->write_wake);
+		g_mutex_unlock(&cache->lock);
+		g_thread_join(cache->writer);
+	}
 	g_queue_clear(&cache->lru);
 	g_hash_table_unref(cache->blocks);
 	g_hash_table_unref(cache->pending);
 	g_cond_clear(&cache->fetched);
 	g_cond_clear(&cache->written);
+	g_cond_clear(&cache->write_wake);
 	g_mutex_clear(&cache->lock);
 	g_free(cache);
 }
@@ -247,25 +259,65 @@ typedef struct {
 	GBytes *data;
 } DiskWrite;
 
-/* Writes one block; runs on the writer thread, so that the disk never
- * holds up a connection or a reader. */
-static void write_block(gpointer data, gpointer user_data)
+static void disk_write_free(DiskWrite *dw)
 {
-	DiskWrite *dw = data;
-	ImapfsBlockCache *cache = user_data;
-	ImapfsBlockKey k = {dw->mailbox, dw->uidvalidity, dw->uid, "",
-			    dw->index};
-	gsize len;
-	gconstpointer bytes = g_bytes_get_data(dw->data, &len);
-
-	imapfs_disk_cache_put(cache->disk, &k, bytes, len);
-	g_mutex_lock(&cache->lock);
-	cache->write_queued -= len;
-	g_cond_broadcast(&cache->written);
-	g_mutex_unlock(&cache->lock);
 	g_bytes_unref(dw->data);
 	g_free(dw->mailbox);
 	g_free(dw);
+}
+
+/* Wakes threads waiting for the queue to shrink, if any. Called locked;
+ * GLib's GCond makes a system call even when nobody waits. */
+static void wake_written(ImapfsBlockCache *cache)
+{
+	if (cache->write_waiters > 0)
+		g_cond_broadcast(&cache->written);
+}
+
+/* Writes what is queued, all of it at each wake-up, so the disk never
+ * holds up a connection or a reader, and a busy fetch costs the writer
+ * one wake-up per batch rather than per block. */
+static gpointer writer_main(gpointer data)
+{
+	ImapfsBlockCache *cache = data;
+
+	g_mutex_lock(&cache->lock);
+	for (;;) {
+		cache->writer_sleeping = TRUE;
+		while (cache->writes.length == 0 && !cache->writer_stop)
+			g_cond_wait(&cache->write_wake, &cache->lock);
+		cache->writer_sleeping = FALSE;
+		if (cache->writes.length == 0)
+			break;
+		GQueue batch = cache->writes;
+		g_queue_init(&cache->writes);
+		g_mutex_unlock(&cache->lock);
+		guint64 done = 0;
+		DiskWrite *dw;
+		while ((dw = g_queue_pop_head(&batch))) {
+			ImapfsBlockKey k = {dw->mailbox, dw->uidvalidity,
+					    dw->uid, "", dw->index};
+			gsize len;
+			gconstpointer bytes = g_bytes_get_data(dw->data, &len);
+			imapfs_disk_cache_put(cache->disk, &k, bytes, len);
+			done += len;
+			disk_write_free(dw);
+		}
+		g_mutex_lock(&cache->lock);
+		cache->write_queued -= done;
+		wake_written(cache);
+	}
+	g_mutex_unlock(&cache->lock);
+	return NULL;
+}
+
+/* Waits until at most @limit bytes wait for the writer. Called locked. */
+static void wait_written(ImapfsBlockCache *cache, guint64 limit)
+{
+	cache->write_waiters++;
+	while (cache->write_queued > limit)
+		g_cond_wait(&cache->written, &cache->lock);
+	cache->write_waiters--;
 }
 
 /* Hands a block to the writer thread; waits while too much is queued,
@@ -274,7 +326,6 @@ static void queue_write(ImapfsBlockCache *cache, const ImapfsMessageKey *key,
 			guint64 index, GBytes *data)
 {
 	DiskWrite *dw = g_new(DiskWrite, 1);
-	gsize len = g_bytes_get_size(data);
 
 	dw->mailbox = g_strdup(key->mailbox);
 	dw->uidvalidity = key->uidvalidity;
@@ -282,11 +333,12 @@ static void queue_write(ImapfsBlockCache *cache, const ImapfsMessageKey *key,
 	dw->index = index;
 	dw->data = g_bytes_ref(data);
 	g_mutex_lock(&cache->lock);
-	while (cache->write_queued > WRITE_QUEUE_MAX)
-		g_cond_wait(&cache->written, &cache->lock);
-	cache->write_queued += len;
+	wait_written(cache, WRITE_QUEUE_MAX);
+	cache->write_queued += g_bytes_get_size(data);
+	g_queue_push_tail(&cache->writes, dw);
+	if (cache->writer_sleeping)
+		g_cond_signal(&cache->write_wake);
 	g_mutex_unlock(&cache->lock);
-	g_thread_pool_push(cache->writer, dw, NULL);
 }
 
 /* --- fetching ------------------------------------------------------------- */
@@ -872,8 +924,7 @@ gboolean imapfs_block_cache_size(ImapfsBlockCache *cache,
 void imapfs_block_cache_sync(ImapfsBlockCache *cache)
 {
 	g_mutex_lock(&cache->lock);
-	while (cache->write_queued > 0)
-		g_cond_wait(&cache->written, &cache->lock);
+	wait_written(cache, 0);
 	g_mutex_unlock(&cache->lock);
 }
 

@@ -672,7 +672,7 @@ static void test_disk_corrupt(Fixture *f, gconstpointer data)
 
 	/* Blocks reach the disk on a thread of their own. */
 	imapfs_block_cache_sync(f->cache);
-	blocks = g_build_filename(f->dir, "blocks", NULL);
+	blocks = g_build_filename(f->dir, "segments", NULL);
 	list_files(blocks, files);
 	g_assert_cmpuint(files->len, ==, 1);
 	flip_byte(files->pdata[0], 500);
