@@ -755,7 +755,7 @@ enum { ORDER_UID, ORDER_NAME };
 /* Opens that must follow on before prefetch starts, and how far ahead
  * it then reaches (in messages), doubling with every further one. */
 #define PREFETCH_AFTER 1
-#define PREFETCH_FIRST 8
+#define PREFETCH_FIRST 32
 #define PREFETCH_MOST 512
 
 static guint digits(guint32 v)
