@@ -20,6 +20,9 @@ struct ImapfsFs {
 	GHashTable *lookups; /* ino -> kernel lookup count; by lock */
 	/* dir ino -> digest of the listing the kernel last got; by lock */
 	GHashTable *listed;
+	/* OpenFile * not released yet (a lazy unmount never releases
+	 * them); protected by lock */
+	GHashTable *open_files;
 };
 
 /* An open message file. */
@@ -38,6 +41,7 @@ ImapfsFs *imapfs_fs_new(ImapfsTree *tree, const ImapfsFsOwner *owner)
 					    NULL);
 	fs->listed = g_hash_table_new_full(g_int64_hash, g_int64_equal, g_free,
 					   g_free);
+	fs->open_files = g_hash_table_new_full(NULL, NULL, g_free, NULL);
 	return fs;
 }
 
@@ -47,6 +51,7 @@ void imapfs_fs_free(ImapfsFs *fs)
 		return;
 	g_hash_table_unref(fs->lookups);
 	g_hash_table_unref(fs->listed);
+	g_hash_table_unref(fs->open_files);
 	g_mutex_clear(&fs->lock);
 	g_free(fs);
 }
@@ -331,6 +336,13 @@ static void op_releasedir(fuse_req_t req, fuse_ino_t ino,
 	fuse_reply_err(req, 0);
 }
 
+static void forget_open_file(ImapfsFs *fs, OpenFile *of)
+{
+	g_mutex_lock(&fs->lock);
+	g_hash_table_remove(fs->open_files, of);
+	g_mutex_unlock(&fs->lock);
+}
+
 static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
 	GError *error = NULL;
@@ -352,8 +364,12 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	fi->keep_cache = !changed;
 	fi->direct_io = changed;
 	fi->fh = (uint64_t)(uintptr_t)of;
+	ImapfsFs *fs = fs_of(req);
+	g_mutex_lock(&fs->lock);
+	g_hash_table_add(fs->open_files, of);
+	g_mutex_unlock(&fs->lock);
 	if (fuse_reply_open(req, fi) != 0)
-		g_free(of);
+		forget_open_file(fs, of);
 }
 
 static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
@@ -374,7 +390,7 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 static void op_release(fuse_req_t req, fuse_ino_t ino,
 		       struct fuse_file_info *fi)
 {
-	g_free((OpenFile *)(uintptr_t)fi->fh);
+	forget_open_file(fs_of(req), (OpenFile *)(uintptr_t)fi->fh);
 	fuse_reply_err(req, 0);
 }
 
