@@ -7,9 +7,9 @@
 
 #define BS IMAPFS_BLOCK_SIZE
 /* Readahead within one message starts at this many blocks (a read from
- * the start is usually a read of all of it) and grows to 16 (4 MiB). */
+ * the start is usually a read of all of it) and grows to 32 (8 MiB). */
 #define RA_FIRST_BLOCKS 4
-#define RA_MAX_BLOCKS 16
+#define RA_MAX_BLOCKS 32
 /* One prefetch job: at most this many windows or bytes, so that a job
  * (one round trip) is large enough to hide latency and small enough to
  * spread over the connections. */
@@ -48,7 +48,9 @@ typedef struct {
 typedef struct {
 	char *mailbox;
 	guint32 uidvalidity;
-	GArray *spans; /* Span */
+	GArray *spans;	 /* Span */
+	gboolean urgent; /* readahead of a file being read */
+	guint64 seq;	 /* submission order */
 } Job;
 
 struct ImapfsBlockCache {
@@ -58,6 +60,7 @@ struct ImapfsBlockCache {
 	guint64 max_bytes;
 	GThreadPool *workers; /* prefetch jobs; NULL without prefetch */
 	gint closing;	      /* atomic: queued jobs only clean up */
+	gint next_seq;	      /* atomic: Job.seq of the next job */
 	guint64 budget;	      /* prefetch bytes allowed */
 	GMutex lock;
 	GCond fetched;	      /* a Pending finished */
@@ -104,6 +107,7 @@ static void job_free(Job *job)
 }
 
 static void run_job(gpointer job, gpointer cache);
+static gint job_order(gconstpointer a, gconstpointer b, gpointer data);
 static gpointer writer_main(gpointer data);
 static void queue_write(ImapfsBlockCache *cache, const ImapfsMessageKey *key,
 			guint64 index, GBytes *data);
@@ -144,6 +148,7 @@ void imapfs_block_cache_start_prefetch(ImapfsBlockCache *cache, guint workers,
 	cache->budget = budget;
 	cache->workers =
 		g_thread_pool_new(run_job, cache, workers, FALSE, NULL);
+	g_thread_pool_set_sort_function(cache->workers, job_order, NULL);
 }
 
 void imapfs_block_cache_free(ImapfsBlockCache *cache)
@@ -731,6 +736,17 @@ static gboolean claim_span(ImapfsBlockCache *cache, Job *job, Span span,
 	return TRUE;
 }
 
+/* Readahead of the file a reader is in comes before prefetch of the
+ * files it will open later, which may fill the queue; then FIFO. */
+static gint job_order(gconstpointer a, gconstpointer b, gpointer data)
+{
+	const Job *x = a, *y = b;
+
+	if (x->urgent != y->urgent)
+		return x->urgent ? -1 : 1;
+	return x->seq < y->seq ? -1 : x->seq > y->seq;
+}
+
 static Job *job_new(const char *mailbox, guint32 uidvalidity)
 {
 	Job *job = g_new0(Job, 1);
@@ -748,6 +764,7 @@ static void submit(ImapfsBlockCache *cache, Job *job)
 		job_free(job);
 		return;
 	}
+	job->seq = (guint)g_atomic_int_add(&cache->next_seq, 1);
 	imapfs_trace(IMAPFS_TRACE_CACHE, "prefetch: %u windows in \"%s\"",
 		     job->spans->len, job->mailbox);
 	g_thread_pool_push(cache->workers, job, NULL);
@@ -828,6 +845,10 @@ static Job *plan_readahead(ImapfsBlockCache *cache, const ImapfsMessageKey *key,
 	ra->window = ra->window ? MIN(ra->window * 2, RA_MAX_BLOCKS)
 				: RA_FIRST_BLOCKS;
 	guint64 index = offset / BS;
+	/* Asked far enough ahead still: wait until half of it is read, so
+	 * that each command carries a large window, not a block or two. */
+	if (ra->ahead > index + 1 + ra->window / 2)
+		return NULL;
 	guint64 first = MAX(index + 1, ra->ahead);
 	guint64 end = index + 1 + ra->window;
 	if (ra->size > 0)
@@ -835,6 +856,7 @@ static Job *plan_readahead(ImapfsBlockCache *cache, const ImapfsMessageKey *key,
 	if (first >= end)
 		return NULL;
 	Job *job = job_new(key->mailbox, key->uidvalidity);
+	job->urgent = TRUE;
 	Span span = {key->uid, first, end - first};
 	/* Blocks refused for the budget are asked again on the next read. */
 	claim_span(cache, job, span, ra->size ? ra->size : end * BS, FALSE,
