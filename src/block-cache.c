@@ -128,9 +128,6 @@ ImapfsBlockCache *imapfs_block_cache_new(guint64 max_bytes,
 	g_cond_init(&cache->written);
 	g_cond_init(&cache->write_wake);
 	g_queue_init(&cache->writes);
-	if (disk)
-		cache->writer =
-			g_thread_new("imapfs-writer", writer_main, cache);
 	cache->blocks = g_hash_table_new_full(g_str_hash, g_str_equal, NULL,
 					      block_free);
 	cache->pending =
@@ -338,6 +335,11 @@ static void queue_write(ImapfsBlockCache *cache, const ImapfsMessageKey *key,
 	dw->index = index;
 	dw->data = g_bytes_ref(data);
 	g_mutex_lock(&cache->lock);
+	/* Started on first use, not in new(): a daemon forks after the
+	 * cache is made, and threads do not survive fork(). */
+	if (cache->writer == NULL)
+		cache->writer =
+			g_thread_new("imapfs-writer", writer_main, cache);
 	wait_written(cache, WRITE_QUEUE_MAX);
 	cache->write_queued += g_bytes_get_size(data);
 	g_queue_push_tail(&cache->writes, dw);

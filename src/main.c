@@ -265,8 +265,20 @@ static int loop(struct fuse_session *se, ImapfsPool *pool)
 	return ret != 0 && ret != SIGTERM && ret != SIGINT && ret != SIGHUP;
 }
 
+/* Threads that must not start before fuse_daemonize()'s fork. */
+static void start_threads(const ImapfsConfig *cfg, ImapfsBlockCache *cache,
+			  ImapfsPool *pool)
+{
+	/* One connection stays free of prefetch for what a reader waits
+	 * for; without a cache, prefetched data would have nowhere to go. */
+	if (cfg->cache != IMAPFS_CACHE_NONE)
+		imapfs_block_cache_start_prefetch(
+			cache, MAX(cfg->connections, 2) - 1, PREFETCH_BUDGET);
+	imapfs_pool_warm(pool);
+}
+
 static int serve(struct fuse_args *fargs, Args *a, ImapfsTree *tree,
-		 ImapfsPool *pool)
+		 ImapfsBlockCache *cache, ImapfsPool *pool)
 {
 	g_autoptr(ImapfsFs) fs = imapfs_fs_new(tree, &a->owner);
 	struct fuse_session *se;
@@ -284,6 +296,7 @@ static int serve(struct fuse_args *fargs, Args *a, ImapfsTree *tree,
 		goto out_unmount;
 	if (!a->foreground)
 		imapfs_log_use_syslog();
+	start_threads(a->cfg, cache, pool);
 	ret = loop(se, pool);
 out_unmount:
 	fuse_session_unmount(se);
@@ -313,16 +326,10 @@ static ImapfsBlockCache *new_block_cache(const ImapfsConfig *cfg,
 					 ImapfsPool *pool)
 {
 	gboolean none = cfg->cache == IMAPFS_CACHE_NONE;
-	ImapfsBlockCache *cache = imapfs_block_cache_new(
+
+	return imapfs_block_cache_new(
 		none ? MEMORY_CACHE_NONE_BYTES : MEMORY_CACHE_BYTES, disk,
 		imapfs_block_cache_fetch_from_pool, pool);
-
-	/* One connection stays free of prefetch for what a reader waits
-	 * for; without a cache, prefetched data would have nowhere to go. */
-	if (!none)
-		imapfs_block_cache_start_prefetch(
-			cache, MAX(cfg->connections, 2) - 1, PREFETCH_BUDGET);
-	return cache;
 }
 
 /* Connects, then mounts and serves until unmounted. */
@@ -347,7 +354,7 @@ static int run(struct fuse_args *fargs, Args *a)
 	if (!imapfs_tree_load(tree, &error))
 		ret = fail(NULL, error);
 	else
-		ret = serve(fargs, a, tree, pool);
+		ret = serve(fargs, a, tree, cache, pool);
 	imapfs_tree_free(tree);
 	imapfs_block_cache_free(cache);
 	imapfs_pool_free(pool);

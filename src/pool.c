@@ -19,6 +19,7 @@ struct ImapfsPool {
 	 * while others are open, retried after LIMIT_RETRY. By lock. */
 	guint limit;
 	gint64 limit_until; /* monotonic; 0: cfg->connections applies */
+	GPtrArray *warmers; /* GThread *, joined by free; protected by lock */
 	gboolean shut_down; /* protected by lock */
 };
 
@@ -37,6 +38,7 @@ ImapfsPool *imapfs_pool_new(const ImapfsConfig *cfg, ImapfsTlsContext *tls,
 	g_cond_init(&pool->available);
 	g_queue_init(&pool->idle);
 	pool->busy = g_ptr_array_new();
+	pool->warmers = g_ptr_array_new();
 	return pool;
 }
 
@@ -46,6 +48,9 @@ void imapfs_pool_free(ImapfsPool *pool)
 
 	if (pool == NULL)
 		return;
+	for (guint i = 0; i < pool->warmers->len; i++)
+		g_thread_join(pool->warmers->pdata[i]);
+	g_ptr_array_unref(pool->warmers);
 	while ((s = g_queue_pop_head(&pool->idle)))
 		imapfs_session_free(s);
 	g_ptr_array_unref(pool->busy);
@@ -233,6 +238,37 @@ gboolean imapfs_pool_check(ImapfsPool *pool, GError **error)
 		return FALSE;
 	release(pool, s);
 	return TRUE;
+}
+
+/* Opens one more session for the idle list if under the limit; never
+ * waits for one to come free. */
+static gpointer warm_one(gpointer data)
+{
+	ImapfsPool *pool = data;
+	g_autoptr(GError) error = NULL;
+	gboolean wait;
+
+	g_mutex_lock(&pool->lock);
+	gboolean room = !pool->shut_down && pool->count < current_limit(pool);
+	if (room)
+		pool->count++;
+	g_mutex_unlock(&pool->lock);
+	ImapfsSession *s = room ? open_session(pool, &wait, &error) : NULL;
+	if (s)
+		release(pool, s);
+	else if (error)
+		imapfs_trace(IMAPFS_TRACE_POOL, "pool: warming: %s",
+			     error->message);
+	return NULL;
+}
+
+void imapfs_pool_warm(ImapfsPool *pool)
+{
+	g_mutex_lock(&pool->lock);
+	for (guint i = 1; i < pool->cfg->connections; i++)
+		g_ptr_array_add(pool->warmers,
+				g_thread_new("pool-warm", warm_one, pool));
+	g_mutex_unlock(&pool->lock);
 }
 
 static gboolean select_mailbox(ImapfsSession *s, const char *mailbox,

@@ -269,3 +269,17 @@ def test_ls_l_asks_for_labels_and_acls_once(mount, corpus, tmp_path):
     r = tool('ls', '-l', 'Bulk', cwd=m.mountpoint)
     assert len(r.stdout.splitlines()) == len(corpus['Bulk'].messages) + 1
     assert m.stderr().count('GETXATTR') - before <= 4
+
+
+def test_daemon_fills_the_disk_cache(mount, corpus, tmp_path):
+    """Without -f imapfs forks: the threads that write the cache and
+    prefetch must be started in the daemon, not in the parent."""
+    box = corpus['Bulk']
+    opts = cache_opts(mount.server, tmp_path / 'cache')
+    m = mount(options=opts, foreground=False)
+    tool('grep', '-rl', F.GREP_WORD, 'Bulk', cwd=m.mountpoint)
+    m.stop()
+    m2 = mount(options=opts, debug=True, name='mnt2')
+    assert read_all(m2.mountpoint, box) == \
+        {u: msg.data for u, msg in box.messages.items()}
+    assert commands(m2, BODY) == []
