@@ -427,7 +427,7 @@ class Bench:
 
     def raw_listing(self, port):
         cmds = [[b'EXAMINE ' + corpus.LISTING.encode(),
-                 b'UID FETCH 1:* (UID RFC822.SIZE INTERNALDATE FLAGS)']]
+                 b'UID FETCH 1:* (UID RFC822.SIZE INTERNALDATE FLAGS MODSEQ)']]
         r = rawimap.run_parallel('127.0.0.1', port, self.ca.cert, USER,
                                  fx.USERS[USER], cmds)
         if r['fetches'] != self.loaded.listing:

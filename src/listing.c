@@ -200,10 +200,14 @@ static gboolean apply_flags(ImapfsListingDelta *d, GArray *msgs)
 		ImapfsMessageInfo *u =
 			&g_array_index(d->flags, ImapfsMessageInfo, i);
 		ImapfsMessageInfo *m = imapfs_listing_find(msgs, u->uid);
-		if (m == NULL || g_strcmp0(m->flags, u->flags) == 0)
+		if (m == NULL || (g_strcmp0(m->flags, u->flags) == 0 &&
+				  m->modseq == u->modseq))
 			continue;
 		g_free(m->flags);
 		m->flags = g_steal_pointer(&u->flags);
+		/* A conditional STORE compares with it: kept current even
+		 * when the flags came back as they were. */
+		m->modseq = u->modseq;
 		changed = TRUE;
 	}
 	return changed;
@@ -254,14 +258,14 @@ gboolean imapfs_listing_delta_apply(ImapfsListingDelta *d, GArray **messages)
 
 /* --- on disk -------------------------------------------------------------- */
 
-#define LISTING_FORMAT 2
+#define LISTING_FORMAT 3
 /* (format, uidvalidity, uidnext, exists, highestmodseq,
  *  uids, sizes, internaldates, distinct flag strings, flags index per
- *  message): column arrays serialize without an object per message,
- *  which matters at 100,000 messages. */
+ *  message, modseqs): column arrays serialize without an object per
+ *  message, which matters at 100,000 messages. */
 #define LISTING_TYPE   \
 	"(uuuutauatax" \
-	"asau)"
+	"asauat)"
 
 static GVariant *column(const GVariantType *type, gconstpointer data, gsize n,
 			gsize size)
@@ -277,6 +281,7 @@ GBytes *imapfs_listing_serialize(const ImapfsMailboxState *state,
 	g_autofree guint64 *sizes = g_new(guint64, MAX(n, 1));
 	g_autofree gint64 *dates = g_new(gint64, MAX(n, 1));
 	g_autofree guint32 *flag_of = g_new(guint32, MAX(n, 1));
+	g_autofree guint64 *modseqs = g_new(guint64, MAX(n, 1));
 	g_autoptr(GHashTable) index = g_hash_table_new(g_str_hash, g_str_equal);
 	g_autoptr(GPtrArray) table = g_ptr_array_new();
 
@@ -294,16 +299,18 @@ GBytes *imapfs_listing_serialize(const ImapfsMailboxState *state,
 		sizes[i] = m->size;
 		dates[i] = m->internaldate;
 		flag_of[i] = GPOINTER_TO_UINT(k);
+		modseqs[i] = m->modseq;
 	}
 	g_autoptr(GVariant) v = g_variant_ref_sink(g_variant_new(
-		"(uuuut@au@at@ax@as@au)", LISTING_FORMAT, state->uidvalidity,
+		"(uuuut@au@at@ax@as@au@at)", LISTING_FORMAT, state->uidvalidity,
 		state->uidnext, state->exists, state->highestmodseq,
 		column(G_VARIANT_TYPE_UINT32, uids, n, 4),
 		column(G_VARIANT_TYPE_UINT64, sizes, n, 8),
 		column(G_VARIANT_TYPE_INT64, dates, n, 8),
 		g_variant_new_strv((const char *const *)table->pdata,
 				   table->len),
-		column(G_VARIANT_TYPE_UINT32, flag_of, n, 4)));
+		column(G_VARIANT_TYPE_UINT32, flag_of, n, 4),
+		column(G_VARIANT_TYPE_UINT64, modseqs, n, 8)));
 	return g_variant_get_data_as_bytes(v);
 }
 
@@ -312,6 +319,7 @@ typedef struct {
 	const guint64 *sizes;
 	const gint64 *dates;
 	const guint32 *flag_of;
+	const guint64 *modseqs;
 	const char **table;
 	gsize n, flags_n;
 } Columns;
@@ -328,6 +336,7 @@ static gboolean add_entries(const Columns *c, GArray *out)
 			.size = c->sizes[i],
 			.internaldate = c->dates[i],
 			.flags = g_strdup(c->table[c->flag_of[i]]),
+			.modseq = c->modseqs[i],
 		};
 		g_array_append_val(out, m);
 	}
@@ -338,31 +347,33 @@ GArray *imapfs_listing_deserialize(GBytes *bytes, ImapfsMailboxState *state_r)
 {
 	g_autoptr(GVariant) v = g_variant_ref_sink(g_variant_new_from_bytes(
 		G_VARIANT_TYPE(LISTING_TYPE), bytes, FALSE));
-	g_autoptr(GVariant) u = NULL, sz = NULL, d = NULL, t = NULL, f = NULL;
+	g_autoptr(GVariant) u = NULL, sz = NULL, d = NULL, t = NULL, f = NULL,
+			    ms = NULL;
 	g_autoptr(GArray) out =
 		g_array_new(FALSE, TRUE, sizeof(ImapfsMessageInfo));
 	g_autofree const char **table = NULL;
 	Columns c = {0};
-	gsize nu, ns, nd, nf;
+	gsize nu, ns, nd, nf, nm;
 	guint32 format;
 
 	g_array_set_clear_func(out, imapfs_message_info_clear);
 	/* The disk cache checksums the bytes; this guards the format. */
 	if (!g_variant_is_normal_form(v))
 		return NULL;
-	g_variant_get(v, "(uuuut@au@at@ax@as@au)", &format,
+	g_variant_get(v, "(uuuut@au@at@ax@as@au@at)", &format,
 		      &state_r->uidvalidity, &state_r->uidnext,
 		      &state_r->exists, &state_r->highestmodseq, &u, &sz, &d,
-		      &t, &f);
+		      &t, &f, &ms);
 	c.uids = g_variant_get_fixed_array(u, &nu, 4);
 	c.sizes = g_variant_get_fixed_array(sz, &ns, 8);
 	c.dates = g_variant_get_fixed_array(d, &nd, 8);
 	c.flag_of = g_variant_get_fixed_array(f, &nf, 4);
+	c.modseqs = g_variant_get_fixed_array(ms, &nm, 8);
 	table = g_variant_get_strv(t, &c.flags_n);
 	c.table = table;
 	c.n = nu;
 	if (format != LISTING_FORMAT || ns != nu || nd != nu || nf != nu ||
-	    !add_entries(&c, out))
+	    nm != nu || !add_entries(&c, out))
 		return NULL;
 	return g_steal_pointer(&out);
 }

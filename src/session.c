@@ -1,6 +1,8 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
+#include <errno.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <openssl/crypto.h>
 
@@ -12,6 +14,15 @@
 #define READ_CHUNK (64 * 1024)
 /* How long LOGOUT may take at unmount before we just close. */
 #define LOGOUT_TIMEOUT_MS 2000
+
+/* Response codes only the command that asked for them may take: a
+ * stray COPYUID must not be believed to describe another command's
+ * message. */
+typedef struct {
+	ImapfsNewUid new_uid; /* APPENDUID or COPYUID */
+	guint32 store_uid;    /* the UID a conditional STORE is about */
+	gboolean modified;    /* [MODIFIED] named store_uid */
+} CodeWatch;
 
 /* What the command in flight wants to hear about, besides the common
  * untagged responses every command handles. */
@@ -33,9 +44,12 @@ struct ImapfsSession {
 	guint caps;
 	gboolean caps_seen; /* caps came from the server since last reset */
 	gboolean utf8;
-	gboolean condstore; /* ENABLEd */
+	gboolean condstore;   /* ENABLEd */
+	guint64 append_limit; /* APPENDLIMIT=n; 0: none or per mailbox */
 	guint tag_counter;
 	char *selected;
+	gboolean writable; /* selected with SELECT, not EXAMINE */
+	CodeWatch *watch;  /* the command in flight's, or NULL */
 	ImapfsMailboxState mbox;
 	char *bye_text; /* set when the server said BYE */
 };
@@ -57,8 +71,10 @@ static void enter_state(ImapfsSession *s, ImapfsSessionState state)
 	imapfs_trace(IMAPFS_TRACE_NET, "session %p: %s -> %s", (void *)s,
 		     state_name(s->state), state_name(state));
 	s->state = state;
-	if (state != IMAPFS_SESSION_SELECTED)
+	if (state != IMAPFS_SESSION_SELECTED) {
 		g_clear_pointer(&s->selected, g_free);
+		s->writable = FALSE;
+	}
 }
 
 ImapfsSession *imapfs_session_new(const ImapfsConfig *cfg,
@@ -98,6 +114,16 @@ gboolean imapfs_session_utf8(ImapfsSession *s)
 gboolean imapfs_session_condstore(ImapfsSession *s)
 {
 	return s->condstore;
+}
+
+gboolean imapfs_session_writable(ImapfsSession *s)
+{
+	return s->state == IMAPFS_SESSION_SELECTED && s->writable;
+}
+
+guint64 imapfs_session_append_limit(ImapfsSession *s)
+{
+	return s->append_limit;
 }
 
 const char *imapfs_session_selected(ImapfsSession *s)
@@ -176,6 +202,21 @@ static void trace_response(const ImapfsResponse *resp)
 
 /* --- common untagged handling --------------------------------------------- */
 
+/* "APPENDLIMIT=n" (RFC 7889). A bare "APPENDLIMIT" means limits per
+ * mailbox, which only STATUS tells: left as unknown (0), like garbage. */
+static void set_append_limit(ImapfsSession *s, const ImapfsArg *word)
+{
+	static const char prefix[] = "APPENDLIMIT=";
+	guint64 v;
+
+	if (word->type != IMAPFS_ARG_ATOM ||
+	    g_ascii_strncasecmp(word->data, prefix, strlen(prefix)) != 0)
+		return;
+	if (g_ascii_string_to_unsigned(word->data + strlen(prefix), 10, 1,
+				       G_MAXUINT64, &v, NULL))
+		s->append_limit = v;
+}
+
 static void set_capabilities(ImapfsSession *s, GPtrArray *words, guint first)
 {
 	static const struct {
@@ -200,14 +241,20 @@ static void set_capabilities(ImapfsSession *s, GPtrArray *words, guint first)
 		{"SPECIAL-USE", IMAPFS_CAP_SPECIAL_USE},
 		{"LITERAL+", IMAPFS_CAP_LITERAL_PLUS},
 		{"ESEARCH", IMAPFS_CAP_ESEARCH},
+		{"LIST-EXTENDED", IMAPFS_CAP_LIST_EXTENDED},
+		{"LITERAL-", IMAPFS_CAP_LITERAL_MINUS},
+		{"UNSELECT", IMAPFS_CAP_UNSELECT},
 	};
 
 	s->caps = 0;
 	s->caps_seen = TRUE;
-	for (guint i = first; i < words->len; i++)
+	s->append_limit = 0;
+	for (guint i = first; i < words->len; i++) {
 		for (gsize k = 0; k < G_N_ELEMENTS(known); k++)
 			if (imapfs_arg_is_atom(words->pdata[i], known[k].name))
 				s->caps |= known[k].cap;
+		set_append_limit(s, words->pdata[i]);
+	}
 }
 
 static gboolean arg_u32(const ImapfsArg *arg, guint32 *value_r)
@@ -218,6 +265,78 @@ static gboolean arg_u32(const ImapfsArg *arg, guint32 *value_r)
 		return FALSE;
 	*value_r = (guint32)v;
 	return TRUE;
+}
+
+/* A non-zero UID, or a set naming exactly one ("5", "5:5"). */
+static gboolean arg_one_uid(const ImapfsArg *arg, guint32 *uid_r)
+{
+	const char *set = imapfs_arg_str(arg);
+	guint64 a, b;
+	char *end = NULL;
+
+	if (arg == NULL || arg->type != IMAPFS_ARG_ATOM || set == NULL ||
+	    !g_ascii_isdigit(*set))
+		return FALSE;
+	a = b = g_ascii_strtoull(set, &end, 10);
+	if (*end == ':') {
+		const char *second = end + 1;
+		if (!g_ascii_isdigit(*second))
+			return FALSE;
+		b = g_ascii_strtoull(second, &end, 10);
+	}
+	if (*end != '\0' || a != b || a == 0 || a > G_MAXUINT32)
+		return FALSE;
+	*uid_r = (guint32)a;
+	return TRUE;
+}
+
+/* Whether sequence set @set ("1:5,7") holds @uid. A set we cannot read
+ * counts as holding it: for [MODIFIED] that is the cautious answer. */
+static gboolean set_contains(const char *set, guint32 uid)
+{
+	g_auto(GStrv) parts = g_strsplit(set ? set : "", ",", -1);
+
+	for (guint i = 0; parts[i]; i++) {
+		char *end = NULL;
+		guint64 a = g_ascii_strtoull(parts[i], &end, 10), b = a;
+		if (*end == ':')
+			b = g_ascii_strtoull(end + 1, &end, 10);
+		if (*end != '\0' || !g_ascii_isdigit(parts[i][0]))
+			return TRUE;
+		if (MIN(a, b) <= uid && uid <= MAX(a, b))
+			return TRUE;
+	}
+	return FALSE;
+}
+
+/* "[APPENDUID uidvalidity uid]", "[COPYUID uidvalidity src dst]": only
+ * one message is ever appended or copied, so a set of several in the
+ * destination is not ours to interpret. */
+static void watch_new_uid(CodeWatch *w, GPtrArray *code, guint uid_at)
+{
+	ImapfsNewUid got = {0};
+
+	if (code->len != uid_at + 1 ||
+	    !arg_u32(code->pdata[1], &got.uidvalidity) ||
+	    got.uidvalidity == 0 || !arg_one_uid(code->pdata[uid_at], &got.uid))
+		return;
+	w->new_uid = got;
+}
+
+/* Codes that answer the command in flight, for its CodeWatch. */
+static void handle_watched_code(CodeWatch *w, GPtrArray *code)
+{
+	const ImapfsArg *name = code->pdata[0];
+
+	if (imapfs_arg_is_atom(name, "APPENDUID"))
+		watch_new_uid(w, code, 2);
+	else if (imapfs_arg_is_atom(name, "COPYUID"))
+		watch_new_uid(w, code, 3);
+	else if (imapfs_arg_is_atom(name, "MODIFIED") && w->store_uid &&
+		 set_contains(code->len > 1 ? imapfs_arg_str(code->pdata[1])
+					    : NULL,
+			      w->store_uid))
+		w->modified = TRUE;
 }
 
 /* Response codes that carry mailbox state or capabilities. */
@@ -236,6 +355,10 @@ static void handle_code(ImapfsSession *s, GPtrArray *code)
 		arg_u32(value, &s->mbox.uidnext);
 	else if (imapfs_arg_is_atom(name, "HIGHESTMODSEQ"))
 		imapfs_arg_number(value, &s->mbox.highestmodseq);
+	else if (imapfs_arg_is_atom(name, "READ-ONLY"))
+		s->writable = FALSE; /* a SELECT granted only read access */
+	else if (s->watch)
+		handle_watched_code(s->watch, code);
 }
 
 static void handle_data(ImapfsSession *s, ImapfsResponse *resp)
@@ -288,6 +411,12 @@ static ImapfsErrorCode code_to_error(GPtrArray *code, ImapfsErrorCode dflt)
 		{"AUTHENTICATIONFAILED", IMAPFS_ERROR_AUTH},
 		{"AUTHORIZATIONFAILED", IMAPFS_ERROR_AUTH},
 		{"EXPIRED", IMAPFS_ERROR_AUTH},
+		{"MODIFIED", IMAPFS_ERROR_MODIFIED},
+		{"HASCHILDREN", IMAPFS_ERROR_NOTEMPTY},
+		{"INUSE", IMAPFS_ERROR_BUSY},
+		{"TOOBIG", IMAPFS_ERROR_TOOBIG},
+		/* RFC 5530: a name or request the server cannot take. */
+		{"CANNOT", IMAPFS_ERROR_INVALID},
 	};
 
 	if (code == NULL || code->len == 0)
@@ -399,6 +528,16 @@ static gboolean check_connected(ImapfsSession *s, GError **error)
 		return TRUE;
 	g_set_error(error, IMAPFS_ERROR, IMAPFS_ERROR_DISCONNECTED,
 		    "not connected to \"%s\"", s->cfg->host);
+	return FALSE;
+}
+
+static gboolean check_cap(ImapfsSession *s, ImapfsCapability cap,
+			  const char *name, GError **error)
+{
+	if (imapfs_session_has(s, cap))
+		return TRUE;
+	g_set_error(error, IMAPFS_ERROR, IMAPFS_ERROR_UNSUPPORTED,
+		    "\"%s\" does not offer %s", s->cfg->host, name);
 	return FALSE;
 }
 
@@ -829,6 +968,10 @@ static guint list_flags(GPtrArray *attrs)
 			flags |= IMAPFS_MBOX_NOINFERIORS;
 		else if (imapfs_arg_is_atom(a, "\\HasNoChildren"))
 			flags |= IMAPFS_MBOX_HASNOCHILDREN;
+		else if (imapfs_arg_is_atom(a, "\\HasChildren"))
+			flags |= IMAPFS_MBOX_HASCHILDREN;
+		else if (imapfs_arg_is_atom(a, "\\Trash"))
+			flags |= IMAPFS_MBOX_TRASH;
 	}
 	return flags;
 }
@@ -869,6 +1012,13 @@ GPtrArray *imapfs_session_list(ImapfsSession *s, const char *reference,
 	g_string_append_c(line, ' ');
 	if (!build_quoted(s, line, pattern, error))
 		return NULL;
+	/* Some servers name special-use mailboxes only when asked to
+	 * (RFC 6154 section 2). Once RETURN is given, child information
+	 * comes only when asked too (RFC 5258 section 4: Dovecot drops
+	 * \HasNoChildren without CHILDREN). */
+	if (imapfs_session_has(s, IMAPFS_CAP_SPECIAL_USE) &&
+	    imapfs_session_has(s, IMAPFS_CAP_LIST_EXTENDED))
+		g_string_append(line, " RETURN (CHILDREN SPECIAL-USE)");
 	if (!run(s, line->str, NULL, &cmd, error))
 		return NULL;
 	return g_steal_pointer(&out);
@@ -877,18 +1027,26 @@ GPtrArray *imapfs_session_list(ImapfsSession *s, const char *reference,
 /* --- EXAMINE
  * ------------------------------------------------------------------ */
 
-gboolean imapfs_session_examine(ImapfsSession *s, const char *mailbox,
-				ImapfsMailboxState *state_r, GError **error)
+/* EXAMINE or SELECT (@verb): a failed one leaves no mailbox selected
+ * (RFC 3501 6.3.1), so the old one is given up before sending. */
+static gboolean open_mailbox(ImapfsSession *s, const char *verb,
+			     const char *mailbox, ImapfsMailboxState *state_r,
+			     GError **error)
 {
-	g_autoptr(GString) line = g_string_new("EXAMINE ");
-	Command cmd = {.what = "EXAMINE"};
+	g_autoptr(GString) line = g_string_new(verb);
+	Command cmd = {.what = verb};
 
+	g_string_append_c(line, ' ');
 	if (!build_quoted(s, line, mailbox, error))
 		return FALSE;
 	memset(&s->mbox, 0, sizeof(s->mbox));
 	enter_state(s, IMAPFS_SESSION_AUTHENTICATED);
-	if (!run(s, line->str, NULL, &cmd, error))
+	/* [READ-ONLY] in the reply takes it back. */
+	s->writable = g_str_equal(verb, "SELECT");
+	if (!run(s, line->str, NULL, &cmd, error)) {
+		s->writable = FALSE;
 		return FALSE;
+	}
 	if (s->mbox.uidvalidity == 0) {
 		g_set_error(error, IMAPFS_ERROR, IMAPFS_ERROR_PROTOCOL,
 			    "\"%s\" sent no UIDVALIDITY for \"%s\"",
@@ -900,6 +1058,18 @@ gboolean imapfs_session_examine(ImapfsSession *s, const char *mailbox,
 	if (state_r)
 		*state_r = s->mbox;
 	return TRUE;
+}
+
+gboolean imapfs_session_examine(ImapfsSession *s, const char *mailbox,
+				ImapfsMailboxState *state_r, GError **error)
+{
+	return open_mailbox(s, "EXAMINE", mailbox, state_r, error);
+}
+
+gboolean imapfs_session_select(ImapfsSession *s, const char *mailbox,
+			       ImapfsMailboxState *state_r, GError **error)
+{
+	return open_mailbox(s, "SELECT", mailbox, state_r, error);
 }
 
 /* --- FETCH
@@ -959,6 +1129,18 @@ static const ImapfsArg *fetch_item(GPtrArray *items, const char *key)
 	return NULL;
 }
 
+/* "MODSEQ (12345)" (RFC 7162 3.1.4); 0 when absent or malformed. */
+static guint64 fetch_modseq(GPtrArray *items)
+{
+	GPtrArray *list = imapfs_arg_list(fetch_item(items, "MODSEQ"));
+	guint64 v;
+
+	if (list == NULL || list->len != 1 ||
+	    !imapfs_arg_number(list->pdata[0], &v))
+		return 0;
+	return v;
+}
+
 static char *join_flags(const ImapfsArg *flags)
 {
 	GPtrArray *list = imapfs_arg_list(flags);
@@ -1012,6 +1194,7 @@ static void on_index(ImapfsSession *s, ImapfsResponse *resp, gpointer ctx)
 		info.internaldate = 0;
 	info.size = size;
 	info.flags = join_flags(fetch_item(items, "FLAGS"));
+	info.modseq = fetch_modseq(items);
 	g_array_append_val(ix->out, info);
 }
 
@@ -1064,8 +1247,10 @@ static gboolean fail_overflow(ImapfsSession *s, GError **error)
 	return FALSE;
 }
 
+/* With @modseq (CONDSTORE enabled) each message's MODSEQ comes too: a
+ * conditional STORE needs it. */
 static char *index_command(guint32 first, guint32 last, gboolean flags_only,
-			   guint64 changedsince)
+			   gboolean modseq, guint64 changedsince)
 {
 	GString *line = g_string_new(NULL);
 
@@ -1074,9 +1259,10 @@ static char *index_command(guint32 first, guint32 last, gboolean flags_only,
 		g_string_append_printf(line, "%u", last);
 	else
 		g_string_append_c(line, '*');
-	g_string_append(line, flags_only ? " (UID FLAGS)"
+	g_string_append(line, flags_only ? " (UID FLAGS"
 					 : " (UID RFC822.SIZE INTERNALDATE "
-					   "FLAGS)");
+					   "FLAGS");
+	g_string_append(line, modseq ? " MODSEQ)" : ")");
 	if (changedsince)
 		g_string_append_printf(line,
 				       " (CHANGEDSINCE %" G_GUINT64_FORMAT ")",
@@ -1092,8 +1278,8 @@ GArray *imapfs_session_fetch_index_range(ImapfsSession *s, guint32 first,
 		g_array_new(FALSE, TRUE, sizeof(ImapfsMessageInfo));
 	IndexFetch ix = {out, result_limit(s), first, last, flags_only, FALSE};
 	Command cmd = {"UID FETCH", on_index, NULL, &ix};
-	g_autofree char *line =
-		index_command(MAX(first, 1), last, flags_only, changedsince);
+	g_autofree char *line = index_command(MAX(first, 1), last, flags_only,
+					      s->condstore, changedsince);
 
 	g_array_set_clear_func(out, imapfs_message_info_clear);
 	/* "1:*" on an empty mailbox is an error on some servers. */
@@ -1168,6 +1354,25 @@ static gint cmp_u32_sort(gconstpointer a, gconstpointer b)
 	return x < y ? -1 : x > y;
 }
 
+/* Sorts the UIDs and drops repeats; a malformed or oversized answer
+ * breaks the session, as for any listing. */
+static gboolean finish_search(ImapfsSession *s, SearchResult *r, GError **error)
+{
+	GArray *uids = r->uids;
+	guint keep = 0;
+
+	if (r->bad)
+		return fail_overflow(s, error);
+	g_array_sort(uids, cmp_u32_sort);
+	for (guint i = 0; i < uids->len; i++) {
+		guint32 uid = g_array_index(uids, guint32, i);
+		if (keep == 0 || g_array_index(uids, guint32, keep - 1) != uid)
+			g_array_index(uids, guint32, keep++) = uid;
+	}
+	g_array_set_size(uids, keep);
+	return TRUE;
+}
+
 GArray *imapfs_session_search_uids(ImapfsSession *s, guint32 last,
 				   GError **error)
 {
@@ -1177,18 +1382,9 @@ GArray *imapfs_session_search_uids(ImapfsSession *s, guint32 last,
 	g_autofree char *line = g_strdup_printf(
 		"UID SEARCH RETURN (ALL) UID 1:%u", MAX(last, 1));
 
-	if (!imapfs_session_has(s, IMAPFS_CAP_ESEARCH)) {
-		g_set_error(error, IMAPFS_ERROR, IMAPFS_ERROR_UNSUPPORTED,
-			    "\"%s\" does not offer ESEARCH", s->cfg->host);
+	if (!check_cap(s, IMAPFS_CAP_ESEARCH, "ESEARCH", error) ||
+	    !run(s, line, NULL, &cmd, error) || !finish_search(s, &r, error))
 		return NULL;
-	}
-	if (!run(s, line, NULL, &cmd, error))
-		return NULL;
-	if (r.bad) {
-		fail_overflow(s, error);
-		return NULL;
-	}
-	g_array_sort(uids, cmp_u32_sort);
 	return g_steal_pointer(&uids);
 }
 
@@ -1457,6 +1653,641 @@ gboolean imapfs_session_fetch_body(ImapfsSession *s, guint32 uid,
 		g_set_error(error, IMAPFS_ERROR, IMAPFS_ERROR_NONEXISTENT,
 			    "message UID %u is no longer in \"%s\"", uid,
 			    s->selected ? s->selected : "?");
+		return FALSE;
+	}
+	return TRUE;
+}
+
+/* --- changes -------------------------------------------------------------- */
+
+/* Message bytes read and sent at a time by APPEND. */
+#define APPEND_CHUNK (64 * 1024)
+/* The largest non-synchronizing literal LITERAL- allows (RFC 7888). */
+#define LITERAL_MINUS_MAX 4096
+
+/* run() with @w taking the response codes meant for this command. */
+static gboolean run_watched(ImapfsSession *s, const char *line,
+			    const Command *cmd, CodeWatch *w, GError **error)
+{
+	s->watch = w;
+	gboolean ok = run(s, line, NULL, cmd, error);
+	s->watch = NULL;
+	return ok;
+}
+
+/* Changes to messages need a SELECTed mailbox; on an EXAMINEd one the
+ * server would refuse them anyway, after a round trip. */
+static gboolean check_writable(ImapfsSession *s, GError **error)
+{
+	if (imapfs_session_writable(s))
+		return TRUE;
+	g_set_error(error, IMAPFS_ERROR, IMAPFS_ERROR_READONLY,
+		    "no mailbox of \"%s\" is selected read-write",
+		    s->cfg->host);
+	return FALSE;
+}
+
+/* flag = "\" atom / atom (RFC 3501 section 9). */
+static gboolean valid_flag(const char *flag)
+{
+	const char *p = flag[0] == '\\' ? flag + 1 : flag;
+
+	if (*p == '\0')
+		return FALSE;
+	for (; *p; p++)
+		if ((guchar)*p <= 0x20 || (guchar)*p >= 0x7f ||
+		    strchr("(){%*\"\\]", *p))
+			return FALSE;
+	return TRUE;
+}
+
+/* Appends @flags (separated by spaces, may be NULL) to @out, separated
+ * by one space, without \Recent: only the server sets that one. Returns
+ * how many were appended, -1 (with @error) on one that is no flag. */
+static int append_flags(GString *out, const char *flags, GError **error)
+{
+	g_auto(GStrv) words = g_strsplit(flags ? flags : "", " ", -1);
+	int n = 0;
+
+	for (guint i = 0; words[i]; i++) {
+		if (*words[i] == '\0' ||
+		    g_ascii_strcasecmp(words[i], "\\Recent") == 0)
+			continue;
+		if (!valid_flag(words[i])) {
+			g_autofree char *q = imapfs_log_quote(words[i]);
+			g_set_error(error, IMAPFS_ERROR, IMAPFS_ERROR_CONFIG,
+				    "not an IMAP flag: \"%s\"", q);
+			return -1;
+		}
+		if (n++ > 0)
+			g_string_append_c(out, ' ');
+		g_string_append(out, words[i]);
+	}
+	return n;
+}
+
+/* " \"05-Jan-2024 13:04:05 +0000\"" (RFC 3501 date-time) for @t in
+ * UTC. Month names are English whatever the locale: no strftime. */
+static gboolean append_date_time(GString *out, gint64 t, GError **error)
+{
+	static const char months[12][4] = {"Jan", "Feb", "Mar", "Apr",
+					   "May", "Jun", "Jul", "Aug",
+					   "Sep", "Oct", "Nov", "Dec"};
+	g_autoptr(GDateTime) dt = g_date_time_new_from_unix_utc(t);
+
+	if (dt == NULL) {
+		g_set_error(error, IMAPFS_ERROR, IMAPFS_ERROR_FAILED,
+			    "date %" G_GINT64_FORMAT " cannot be sent", t);
+		return FALSE;
+	}
+	g_string_append_printf(
+		out, " \"%02d-%s-%04d %02d:%02d:%02d +0000\"",
+		g_date_time_get_day_of_month(dt),
+		months[g_date_time_get_month(dt) - 1], g_date_time_get_year(dt),
+		g_date_time_get_hour(dt), g_date_time_get_minute(dt),
+		g_date_time_get_second(dt));
+	return TRUE;
+}
+
+/* Copies @n bytes of @in to @out (NULL: only counts), every LF not
+ * preceded by CR made CRLF; *@prev_cr carries whether the byte before
+ * @in was CR, so a CRLF split between two chunks stays as it is.
+ * Returns the bytes written; @out needs room for 2 * @n. */
+static gsize crlf_convert(const guint8 *in, gsize n, gboolean *prev_cr,
+			  guint8 *out)
+{
+	gsize o = 0;
+
+	for (gsize i = 0; i < n; i++) {
+		if (in[i] == '\n' && !*prev_cr) {
+			if (out)
+				out[o] = '\r';
+			o++;
+		}
+		if (out)
+			out[o] = in[i];
+		o++;
+		*prev_cr = in[i] == '\r';
+	}
+	return o;
+}
+
+/* Reads exactly @len bytes at @offset: the file must still hold the
+ * size the literal announces. */
+static gboolean pread_all(int fd, guint8 *buf, gsize len, guint64 offset,
+			  GError **error)
+{
+	gsize done = 0;
+
+	while (done < len) {
+		gssize n = pread(fd, buf + done, len - done, offset + done);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0) {
+			int e = errno;
+			g_set_error(error, IMAPFS_ERROR, IMAPFS_ERROR_FAILED,
+				    "cannot read the message to append: %s",
+				    g_strerror(e));
+			return FALSE;
+		}
+		if (n == 0) {
+			g_set_error(error, IMAPFS_ERROR, IMAPFS_ERROR_FAILED,
+				    "the message to append ended before byte "
+				    "%" G_GUINT64_FORMAT,
+				    offset + len);
+			return FALSE;
+		}
+		done += n;
+	}
+	return TRUE;
+}
+
+gboolean imapfs_session_crlf_size(int fd, guint64 size, guint64 *out_r,
+				  GError **error)
+{
+	g_autofree guint8 *buf = g_malloc(APPEND_CHUNK);
+	gboolean prev_cr = FALSE;
+	guint64 off = 0, total = 0;
+
+	while (off < size) {
+		gsize n = MIN(APPEND_CHUNK, size - off);
+		if (!pread_all(fd, buf, n, off, error))
+			return FALSE;
+		total += crlf_convert(buf, n, &prev_cr, NULL);
+		off += n;
+	}
+	*out_r = total;
+	return TRUE;
+}
+
+typedef struct {
+	int fd;
+	guint64 size; /* bytes of the file */
+	guint64 wire; /* bytes of the literal */
+	gboolean sent;
+} AppendBody;
+
+/* The literal was announced with a size the file no longer gives. */
+static gboolean fail_changed(ImapfsSession *s, GError **error)
+{
+	set_broken(s);
+	g_set_error(error, IMAPFS_ERROR, IMAPFS_ERROR_FAILED,
+		    "the message changed while it was sent to \"%s\"",
+		    s->cfg->host);
+	return FALSE;
+}
+
+/* Sends the literal and the CRLF that ends the command line. Once it
+ * has begun, any failure leaves the server waiting for the rest of the
+ * literal: the session cannot be used again. */
+static gboolean send_body(ImapfsSession *s, AppendBody *b, GError **error)
+{
+	g_autofree guint8 *in = g_malloc(APPEND_CHUNK);
+	g_autofree guint8 *out = g_malloc(2 * APPEND_CHUNK);
+	gboolean prev_cr = FALSE;
+	guint64 off = 0, sent = 0;
+
+	b->sent = TRUE;
+	imapfs_trace(IMAPFS_TRACE_NET, "C: <%" G_GUINT64_FORMAT " bytes>",
+		     b->wire);
+	while (off < b->size) {
+		gsize n = MIN(APPEND_CHUNK, b->size - off);
+		if (!pread_all(b->fd, in, n, off, error)) {
+			set_broken(s);
+			return FALSE;
+		}
+		gsize len = crlf_convert(in, n, &prev_cr, out);
+		if (sent + len > b->wire)
+			return fail_changed(s, error);
+		if (!send_raw(s, (const char *)out, len, error))
+			return FALSE;
+		sent += len;
+		off += n;
+	}
+	if (sent != b->wire)
+		return fail_changed(s, error);
+	return send_raw(s, "\r\n", 2, error);
+}
+
+/* The server's "+" for a synchronizing literal. */
+static gboolean append_continue(ImapfsSession *s, ImapfsResponse *resp,
+				gpointer ctx, GError **error)
+{
+	AppendBody *b = ctx;
+
+	if (b->sent)
+		return fail_continuation(s, error);
+	return send_body(s, b, error);
+}
+
+/* Sends @line (ending in the literal's "{n}" or "{n+}") and the body:
+ * right away for a non-synchronizing literal, else once the server
+ * says "+". A tagged NO instead of "+" ends the command with nothing
+ * sent; with "{n+}" the server can still say NO after the body. */
+static gboolean append_run(ImapfsSession *s, const char *line, AppendBody *b,
+			   gboolean nonsync, GError **error)
+{
+	Command cmd = {"APPEND", NULL, nonsync ? NULL : append_continue, b};
+	g_autoptr(GString) out = g_string_new(NULL);
+	Tag tag;
+
+	if (!check_connected(s, error))
+		return FALSE;
+	add_command(s, out, &tag, line);
+	if (!send_raw(s, out->str, out->len, error))
+		return FALSE;
+	if (nonsync && !send_body(s, b, error))
+		return FALSE;
+	return wait_tags(s, &tag, 1, &cmd, error);
+}
+
+static gboolean check_append_limit(ImapfsSession *s, guint64 wire,
+				   GError **error)
+{
+	if (s->append_limit == 0 || wire <= s->append_limit)
+		return TRUE;
+	g_set_error(error, IMAPFS_ERROR, IMAPFS_ERROR_TOOBIG,
+		    "the message (%" G_GUINT64_FORMAT " bytes) is above the "
+		    "limit of \"%s\" (%" G_GUINT64_FORMAT " bytes)",
+		    wire, s->cfg->host, s->append_limit);
+	return FALSE;
+}
+
+/* Whether a literal of @wire bytes may go without waiting for "+". */
+static gboolean literal_nonsync(ImapfsSession *s, guint64 wire)
+{
+	return imapfs_session_has(s, IMAPFS_CAP_LITERAL_PLUS) ||
+	       (imapfs_session_has(s, IMAPFS_CAP_LITERAL_MINUS) &&
+		wire <= LITERAL_MINUS_MAX);
+}
+
+/* "APPEND "box" (flags) "date" {n}", the flags and date optional. */
+static char *append_line(ImapfsSession *s, const char *mailbox,
+			 const char *flags, gint64 internaldate, guint64 wire,
+			 gboolean nonsync, GError **error)
+{
+	g_autoptr(GString) line = g_string_new("APPEND ");
+	g_autoptr(GString) list = g_string_new(NULL);
+	int n = append_flags(list, flags, error);
+
+	if (n < 0 || !build_quoted(s, line, mailbox, error))
+		return NULL;
+	if (n > 0)
+		g_string_append_printf(line, " (%s)", list->str);
+	if (internaldate >= 0 && !append_date_time(line, internaldate, error))
+		return NULL;
+	g_string_append_printf(line, " {%" G_GUINT64_FORMAT "%s}", wire,
+			       nonsync ? "+" : "");
+	return g_string_free(g_steal_pointer(&line), FALSE);
+}
+
+gboolean imapfs_session_append(ImapfsSession *s, const char *mailbox, int fd,
+			       guint64 size, const char *flags,
+			       gint64 internaldate, ImapfsNewUid *new_r,
+			       GError **error)
+{
+	AppendBody body = {fd, size, 0, FALSE};
+	CodeWatch w = {0};
+
+	if (new_r)
+		memset(new_r, 0, sizeof(*new_r));
+	if (!check_connected(s, error) ||
+	    !imapfs_session_crlf_size(fd, size, &body.wire, error) ||
+	    !check_append_limit(s, body.wire, error))
+		return FALSE;
+	gboolean nonsync = literal_nonsync(s, body.wire);
+	g_autofree char *line = append_line(s, mailbox, flags, internaldate,
+					    body.wire, nonsync, error);
+	if (line == NULL)
+		return FALSE;
+	s->watch = &w;
+	gboolean ok = append_run(s, line, &body, nonsync, error);
+	s->watch = NULL;
+	if (ok && new_r)
+		*new_r = w.new_uid;
+	return ok;
+}
+
+/* The MODSEQ a STORE gave the message: with CONDSTORE enabled it comes
+ * in a FETCH even after .SILENT (RFC 7162 3.1.3). FETCHes for other
+ * messages are other clients' changes, left to the next refresh. */
+typedef struct {
+	guint32 uid;
+	guint64 modseq;
+} StoreReply;
+
+static void on_store(ImapfsSession *s, ImapfsResponse *resp, gpointer ctx)
+{
+	StoreReply *r = ctx;
+	GPtrArray *items = fetch_items(resp);
+	guint32 uid;
+
+	if (items && arg_u32(fetch_item(items, "UID"), &uid) && uid == r->uid &&
+	    fetch_modseq(items) != 0)
+		r->modseq = fetch_modseq(items);
+}
+
+/* UNCHANGEDSINCE would enable CONDSTORE on its own (RFC 7162 3.1);
+ * the mod-sequences it compares with come from an enabled one. */
+static gboolean check_condstore(ImapfsSession *s, GError **error)
+{
+	if (s->condstore)
+		return TRUE;
+	g_set_error(error, IMAPFS_ERROR, IMAPFS_ERROR_UNSUPPORTED,
+		    "CONDSTORE is not enabled on \"%s\"", s->cfg->host);
+	return FALSE;
+}
+
+static char *store_line(guint32 uid, const char *flags, guint64 unchangedsince,
+			GError **error)
+{
+	g_autoptr(GString) line = g_string_new(NULL);
+
+	g_string_printf(line, "UID STORE %u ", uid);
+	if (unchangedsince > 0)
+		g_string_append_printf(
+			line, "(UNCHANGEDSINCE %" G_GUINT64_FORMAT ") ",
+			unchangedsince);
+	g_string_append(line, "FLAGS.SILENT (");
+	if (append_flags(line, flags, error) < 0)
+		return NULL;
+	g_string_append_c(line, ')');
+	return g_string_free(g_steal_pointer(&line), FALSE);
+}
+
+gboolean imapfs_session_store_flags(ImapfsSession *s, guint32 uid,
+				    const char *flags, guint64 unchangedsince,
+				    guint64 *modseq_r, GError **error)
+{
+	StoreReply r = {uid, 0};
+	CodeWatch w = {.store_uid = uid};
+	Command cmd = {"UID STORE", on_store, NULL, &r};
+
+	if (modseq_r)
+		*modseq_r = 0;
+	if (!check_writable(s, error) ||
+	    (unchangedsince > 0 && !check_condstore(s, error)))
+		return FALSE;
+	g_autofree char *line = store_line(uid, flags, unchangedsince, error);
+	if (line == NULL || !run_watched(s, line, &cmd, &w, error))
+		return FALSE;
+	/* The OK covers the set; [MODIFIED] names what was left alone. */
+	if (w.modified) {
+		g_set_error(error, IMAPFS_ERROR, IMAPFS_ERROR_MODIFIED,
+			    "message UID %u in \"%s\" was changed meanwhile",
+			    uid, s->selected);
+		return FALSE;
+	}
+	if (modseq_r)
+		*modseq_r = r.modseq;
+	return TRUE;
+}
+
+gboolean imapfs_session_set_deleted(ImapfsSession *s, guint32 uid, gboolean add,
+				    GError **error)
+{
+	Command cmd = {.what = "UID STORE"};
+	g_autofree char *line =
+		g_strdup_printf("UID STORE %u %cFLAGS.SILENT (\\Deleted)", uid,
+				add ? '+' : '-');
+
+	return check_writable(s, error) && run(s, line, NULL, &cmd, error);
+}
+
+/* Untagged EXPUNGE keeps the mailbox's EXISTS right (handle_data). */
+gboolean imapfs_session_uid_expunge(ImapfsSession *s, guint32 uid,
+				    GError **error)
+{
+	Command cmd = {.what = "UID EXPUNGE"};
+	g_autofree char *line = g_strdup_printf("UID EXPUNGE %u", uid);
+
+	return check_cap(s, IMAPFS_CAP_UIDPLUS, "UIDPLUS", error) &&
+	       check_writable(s, error) && run(s, line, NULL, &cmd, error);
+}
+
+gboolean imapfs_session_expunge(ImapfsSession *s, GError **error)
+{
+	return check_writable(s, error) && run_simple(s, "EXPUNGE", error);
+}
+
+/* "* SEARCH 2 5 7", perhaps ending in "(MODSEQ n)" (RFC 7162 3.1.5); an
+ * ESEARCH reply is read as well, should a server send one. */
+static void on_search(ImapfsSession *s, ImapfsResponse *resp, gpointer ctx)
+{
+	SearchResult *r = ctx;
+	GPtrArray *a = resp->args;
+
+	if (a->len < 1 || !imapfs_arg_is_atom(a->pdata[0], "SEARCH")) {
+		on_esearch(s, resp, ctx);
+		return;
+	}
+	for (guint i = 1; i < a->len && !r->bad; i++) {
+		const ImapfsArg *arg = a->pdata[i];
+		guint32 uid;
+		if (arg->type == IMAPFS_ARG_LIST)
+			continue;
+		if (!arg_u32(arg, &uid) || uid == 0 || r->uids->len >= r->limit)
+			r->bad = TRUE;
+		else
+			g_array_append_val(r->uids, uid);
+	}
+}
+
+GArray *imapfs_session_uid_search(ImapfsSession *s, const char *criteria,
+				  GError **error)
+{
+	g_autoptr(GArray) uids = g_array_new(FALSE, FALSE, sizeof(guint32));
+	SearchResult r = {uids, result_limit(s), FALSE};
+	Command cmd = {"UID SEARCH", on_search, NULL, &r};
+	g_autofree char *line = g_strconcat("UID SEARCH ", criteria, NULL);
+
+	/* A line break would end the command and start another. */
+	if (*criteria == '\0' || strpbrk(criteria, "\r\n")) {
+		g_autofree char *q = imapfs_log_quote(criteria);
+		g_set_error(error, IMAPFS_ERROR, IMAPFS_ERROR_CONFIG,
+			    "bad search criteria \"%s\"", q);
+		return NULL;
+	}
+	if (!run(s, line, NULL, &cmd, error) || !finish_search(s, &r, error))
+		return NULL;
+	return g_steal_pointer(&uids);
+}
+
+/* UID MOVE or UID COPY (@verb) of @uid to @dest. */
+static gboolean transfer(ImapfsSession *s, const char *verb, guint32 uid,
+			 const char *dest, ImapfsNewUid *new_r, GError **error)
+{
+	g_autoptr(GString) line = g_string_new(NULL);
+	Command cmd = {.what = verb};
+	CodeWatch w = {0};
+
+	if (new_r)
+		memset(new_r, 0, sizeof(*new_r));
+	g_string_printf(line, "%s %u ", verb, uid);
+	if (!build_quoted(s, line, dest, error) ||
+	    !run_watched(s, line->str, &cmd, &w, error))
+		return FALSE;
+	if (new_r)
+		*new_r = w.new_uid;
+	return TRUE;
+}
+
+/* COPYUID comes in an untagged OK before the EXPUNGE (RFC 6851 4.3),
+ * which handle_code() takes like a tagged one. */
+gboolean imapfs_session_move(ImapfsSession *s, guint32 uid, const char *dest,
+			     ImapfsNewUid *new_r, GError **error)
+{
+	if (new_r)
+		memset(new_r, 0, sizeof(*new_r));
+	return check_cap(s, IMAPFS_CAP_MOVE, "MOVE", error) &&
+	       check_writable(s, error) &&
+	       transfer(s, "UID MOVE", uid, dest, new_r, error);
+}
+
+gboolean imapfs_session_copy(ImapfsSession *s, guint32 uid, const char *dest,
+			     ImapfsNewUid *new_r, GError **error)
+{
+	return transfer(s, "UID COPY", uid, dest, new_r, error);
+}
+
+/* --- mailboxes ------------------------------------------------------------ */
+
+/* INBOX is case-insensitive (RFC 3501 5.1); other names are not. */
+static gboolean same_mailbox(const char *a, const char *b)
+{
+	if (g_ascii_strcasecmp(a, "INBOX") == 0)
+		return g_ascii_strcasecmp(b, "INBOX") == 0;
+	return strcmp(a, b) == 0;
+}
+
+/* Whether a DELETE or RENAME of @mailbox concerns the selected one:
+ * itself or, as RENAME takes the children along, one below it. The
+ * delimiter is not known here; the usual two are tried, and a wrong
+ * guess costs only a needless UNSELECT. */
+static gboolean touches_selected(ImapfsSession *s, const char *mailbox,
+				 gboolean children)
+{
+	const char *sel = s->selected;
+	gsize len = strlen(mailbox);
+
+	if (sel == NULL)
+		return FALSE;
+	if (same_mailbox(sel, mailbox))
+		return TRUE;
+	return children && strncmp(sel, mailbox, len) == 0 &&
+	       (sel[len] == '.' || sel[len] == '/');
+}
+
+/* Leaves the selected mailbox without expunging anything: CLOSE would
+ * expunge the \Deleted messages of a SELECTed one, so without UNSELECT
+ * (RFC 3691) it is first re-opened read-only. */
+static gboolean leave_selected(ImapfsSession *s, GError **error)
+{
+	g_autofree char *mailbox = g_strdup(s->selected);
+	GError *local = NULL;
+
+	if (imapfs_session_has(s, IMAPFS_CAP_UNSELECT)) {
+		if (!run_simple(s, "UNSELECT", error))
+			return FALSE;
+	} else if (open_mailbox(s, "EXAMINE", mailbox, NULL, &local)) {
+		if (!run_simple(s, "CLOSE", error))
+			return FALSE;
+	} else if (!imapfs_session_is_usable(s)) {
+		g_propagate_error(error, local);
+		return FALSE;
+	} else {
+		/* A refused EXAMINE leaves no mailbox selected either. */
+		g_clear_error(&local);
+	}
+	memset(&s->mbox, 0, sizeof(s->mbox));
+	enter_state(s, IMAPFS_SESSION_AUTHENTICATED);
+	return TRUE;
+}
+
+/* "@verb "@a"" or "@verb "@a" "@b"". */
+static gboolean run_named(ImapfsSession *s, const char *verb, const char *a,
+			  const char *b, GError **error)
+{
+	g_autoptr(GString) line = g_string_new(verb);
+	Command cmd = {.what = verb};
+
+	g_string_append_c(line, ' ');
+	if (!build_quoted(s, line, a, error))
+		return FALSE;
+	if (b) {
+		g_string_append_c(line, ' ');
+		if (!build_quoted(s, line, b, error))
+			return FALSE;
+	}
+	return run(s, line->str, NULL, &cmd, error);
+}
+
+gboolean imapfs_session_create(ImapfsSession *s, const char *mailbox,
+			       GError **error)
+{
+	return run_named(s, "CREATE", mailbox, NULL, error);
+}
+
+gboolean imapfs_session_delete(ImapfsSession *s, const char *mailbox,
+			       GError **error)
+{
+	if (touches_selected(s, mailbox, FALSE) && !leave_selected(s, error))
+		return FALSE;
+	return run_named(s, "DELETE", mailbox, NULL, error);
+}
+
+gboolean imapfs_session_rename(ImapfsSession *s, const char *from,
+			       const char *to, GError **error)
+{
+	if (touches_selected(s, from, TRUE) && !leave_selected(s, error))
+		return FALSE;
+	return run_named(s, "RENAME", from, to, error);
+}
+
+typedef struct {
+	const char *mailbox;
+	gboolean found;
+	ImapfsMailboxStatus *st;
+} StatusReply;
+
+/* "* STATUS name (MESSAGES 3 UIDNEXT 9 UIDVALIDITY 1)": lines about
+ * other mailboxes are not this command's answer. */
+static void on_status(ImapfsSession *s, ImapfsResponse *resp, gpointer ctx)
+{
+	StatusReply *r = ctx;
+	GPtrArray *a = resp->args;
+
+	if (a->len != 3 || !imapfs_arg_is_atom(a->pdata[0], "STATUS"))
+		return;
+	const ImapfsArg *name_arg = a->pdata[1];
+	const char *name = imapfs_arg_str(name_arg);
+	GPtrArray *items = imapfs_arg_list(a->pdata[2]);
+	if (name == NULL || strlen(name) != name_arg->len || items == NULL ||
+	    !same_mailbox(name, r->mailbox))
+		return;
+	if (arg_u32(fetch_item(items, "MESSAGES"), &r->st->messages) &&
+	    arg_u32(fetch_item(items, "UIDNEXT"), &r->st->uidnext) &&
+	    arg_u32(fetch_item(items, "UIDVALIDITY"), &r->st->uidvalidity))
+		r->found = TRUE;
+}
+
+gboolean imapfs_session_status(ImapfsSession *s, const char *mailbox,
+			       ImapfsMailboxStatus *st, GError **error)
+{
+	g_autoptr(GString) line = g_string_new("STATUS ");
+	StatusReply r = {mailbox, FALSE, st};
+	Command cmd = {"STATUS", on_status, NULL, &r};
+
+	memset(st, 0, sizeof(*st));
+	if (!build_quoted(s, line, mailbox, error))
+		return FALSE;
+	g_string_append(line, " (MESSAGES UIDNEXT UIDVALIDITY)");
+	if (!run(s, line->str, NULL, &cmd, error))
+		return FALSE;
+	if (!r.found) {
+		g_set_error(error, IMAPFS_ERROR, IMAPFS_ERROR_PROTOCOL,
+			    "\"%s\" sent no STATUS for \"%s\"", s->cfg->host,
+			    mailbox);
 		return FALSE;
 	}
 	return TRUE;

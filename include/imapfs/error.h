@@ -35,7 +35,15 @@ typedef enum {
 	IMAPFS_ERROR_NOPERM,	    /* [NOPERM] */
 	IMAPFS_ERROR_UIDVALIDITY_CHANGED, /* mailbox recreated under us */
 	IMAPFS_ERROR_UNSUPPORTED,	  /* server lacks a needed capability */
-	IMAPFS_ERROR_BUSY, /* resource in use by another process */
+	IMAPFS_ERROR_BUSY,     /* resource in use by another process */
+	IMAPFS_ERROR_TOOBIG,   /* above the server's APPENDLIMIT */
+	IMAPFS_ERROR_MODIFIED, /* [MODIFIED]: changed by another client */
+	IMAPFS_ERROR_READONLY, /* a change on a read-only mount */
+	IMAPFS_ERROR_NOTEMPTY, /* mailbox still holds messages or children */
+	IMAPFS_ERROR_INVALID,  /* a name or value the server cannot take */
+	IMAPFS_ERROR_NOTPERMITTED, /* never possible: messages are immutable,
+				      INBOX stays */
+	IMAPFS_ERROR_CROSSDEVICE,  /* cannot move on the server: copy instead */
 } ImapfsErrorCode;
 
 GQuark imapfs_error_quark(void);

@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
 /*
- * A mailbox's message listing (UID -> size, date, flags) and how to bring
+ * A mailbox's message listing (UID -> size, date, flags, and MODSEQ with
+ * CONDSTORE) and how to bring
  * one up to date cheaply, and to keep it on disk between mounts.
  *
  * A refresh EXAMINEs the mailbox and, when its state moved, asks only for

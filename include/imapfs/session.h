@@ -56,6 +56,9 @@ typedef enum {
 	IMAPFS_CAP_LITERAL_PLUS = 1 << 15,
 	IMAPFS_CAP_AUTH_LOGIN = 1 << 16,
 	IMAPFS_CAP_ESEARCH = 1 << 17,
+	IMAPFS_CAP_LIST_EXTENDED = 1 << 18,
+	IMAPFS_CAP_LITERAL_MINUS = 1 << 19,
+	IMAPFS_CAP_UNSELECT = 1 << 20,
 } ImapfsCapability;
 
 /* LIST attributes imapfs uses. */
@@ -64,6 +67,8 @@ typedef enum {
 	IMAPFS_MBOX_NONEXISTENT = 1 << 1, /* \NonExistent (implies Noselect) */
 	IMAPFS_MBOX_NOINFERIORS = 1 << 2,
 	IMAPFS_MBOX_HASNOCHILDREN = 1 << 3,
+	IMAPFS_MBOX_TRASH = 1 << 4, /* \Trash (RFC 6154 special use) */
+	IMAPFS_MBOX_HASCHILDREN = 1 << 5,
 } ImapfsMailboxFlags;
 
 typedef struct {
@@ -86,7 +91,15 @@ typedef struct {
 	guint64 size;	     /* RFC822.SIZE */
 	gint64 internaldate; /* seconds since the epoch, UTC */
 	char *flags;	     /* space separated, as sent */
+	guint64 modseq;	     /* MODSEQ with CONDSTORE enabled, else 0 */
 } ImapfsMessageInfo;
+
+/* Where a message landed, from APPENDUID or COPYUID (UIDPLUS); uid 0
+ * when the server did not say. */
+typedef struct {
+	guint32 uidvalidity;
+	guint32 uid;
+} ImapfsNewUid;
 
 /*
  * Prepares a session; nothing is sent yet. @cfg, @tls and @password are
@@ -115,7 +128,9 @@ gboolean imapfs_session_has(ImapfsSession *session, ImapfsCapability cap);
 gboolean imapfs_session_utf8(ImapfsSession *session);
 
 /* LIST @reference @pattern: an array of ImapfsListEntry (free with
- * imapfs_list_entry_free as element free func). */
+ * imapfs_list_entry_free as element free func). With SPECIAL-USE and
+ * LIST-EXTENDED offered it asks RETURN (CHILDREN SPECIAL-USE), so that
+ * \Trash and the child attributes both come. */
 GPtrArray *imapfs_session_list(ImapfsSession *session, const char *reference,
 			       const char *pattern, GError **error);
 void imapfs_list_entry_free(gpointer entry);
@@ -133,8 +148,9 @@ const ImapfsMailboxState *imapfs_session_state(ImapfsSession *session);
 
 /*
  * UID FETCH 1:* (UID RFC822.SIZE INTERNALDATE FLAGS) on the selected
- * mailbox: a GArray of ImapfsMessageInfo in ascending UID order, duplicates
- * dropped (clear with imapfs_message_info_clear, set as clear func).
+ * mailbox, plus MODSEQ once CONDSTORE is enabled: a GArray of
+ * ImapfsMessageInfo in ascending UID order, duplicates dropped (clear
+ * with imapfs_message_info_clear, set as clear func).
  */
 GArray *imapfs_session_fetch_index(ImapfsSession *session, GError **error);
 
@@ -199,6 +215,125 @@ gboolean imapfs_session_fetch_bodies(ImapfsSession *session,
 				     ImapfsBodyWindow *windows, guint n,
 				     ImapfsBodyDoneFunc done,
 				     gpointer done_data, GError **error);
+
+/* --- changes (never used on a read-only mount) ---------------------------- */
+
+/* The commands on messages below that change them (STORE, EXPUNGE,
+ * MOVE) fail with READONLY, nothing sent, unless a mailbox is selected
+ * with imapfs_session_select() and the server granted read-write. */
+
+/* SELECT @mailbox read-write and fill @state_r (may be NULL); afterwards
+ * imapfs_session_writable() is TRUE until the next EXAMINE/SELECT (FALSE
+ * when the server answered [READ-ONLY]). */
+gboolean imapfs_session_select(ImapfsSession *session, const char *mailbox,
+			       ImapfsMailboxState *state_r, GError **error);
+
+/* Whether the selected mailbox was SELECTed (not EXAMINEd). */
+gboolean imapfs_session_writable(ImapfsSession *session);
+
+/* The server's APPENDLIMIT (RFC 7889) from CAPABILITY; 0: none given. */
+guint64 imapfs_session_append_limit(ImapfsSession *session);
+
+/*
+ * The bytes APPEND sends for the @size bytes at the start of @fd: every
+ * bare LF (not preceded by CR) counts as CRLF. Reads @fd with pread.
+ */
+gboolean imapfs_session_crlf_size(int fd, guint64 size, guint64 *out_r,
+				  GError **error);
+
+/*
+ * APPEND to @mailbox the @size bytes at the start of @fd (read with
+ * pread, in chunks: a 50 MB message is never in memory), bare LF sent as
+ * CRLF, with @flags (IMAP flags separated by spaces, may be NULL or "";
+ * \Recent is dropped) and @internaldate (seconds since the epoch, UTC;
+ * < 0: the server picks). The literal is sent with LITERAL+ (or
+ * LITERAL- when small enough) or after the server's continuation; a NO
+ * instead of a continuation fails cleanly, with nothing sent. Fails with
+ * TOOBIG above APPENDLIMIT (checked before anything is sent), OVERQUOTA,
+ * NONEXISTENT ([TRYCREATE]), CONFIG (a flag that is no IMAP flag, a
+ * name that cannot be quoted: nothing sent), NO, and the transport
+ * errors. If @fd turns out shorter than @size once the literal has begun,
+ * the session is broken. *new_r (may be NULL) gets APPENDUID, zeroed when
+ * the server did not send one.
+ */
+gboolean imapfs_session_append(ImapfsSession *session, const char *mailbox,
+			       int fd, guint64 size, const char *flags,
+			       gint64 internaldate, ImapfsNewUid *new_r,
+			       GError **error);
+
+/*
+ * UID STORE @uid FLAGS.SILENT (@flags) on the selected, writable mailbox:
+ * replaces all flags. With @unchangedsince > 0 (CONDSTORE enabled) the
+ * store is conditional and fails with MODIFIED when the message changed
+ * after that mod-sequence (UNSUPPORTED, nothing sent, when CONDSTORE is
+ * not enabled). *modseq_r (may be NULL) gets the message's new MODSEQ
+ * when the server reports it, else 0. \Recent is dropped from @flags;
+ * anything else that is no IMAP flag fails with CONFIG. (A UID expunged
+ * meanwhile makes the server succeed silently: callers check the
+ * listing.)
+ */
+gboolean imapfs_session_store_flags(ImapfsSession *session, guint32 uid,
+				    const char *flags, guint64 unchangedsince,
+				    guint64 *modseq_r, GError **error);
+
+/* UID STORE @uid +FLAGS.SILENT (\Deleted), or -FLAGS.SILENT with
+ * @add FALSE; on the selected, writable mailbox. */
+gboolean imapfs_session_set_deleted(ImapfsSession *session, guint32 uid,
+				    gboolean add, GError **error);
+
+/* UID EXPUNGE @uid (UIDPLUS): removes that message only, if \Deleted.
+ * UNSUPPORTED without UIDPLUS. */
+gboolean imapfs_session_uid_expunge(ImapfsSession *session, guint32 uid,
+				    GError **error);
+
+/* A bare EXPUNGE: every \Deleted message of the selected mailbox goes.
+ * Only for the fallback without UIDPLUS, after checking that @uid is the
+ * only one flagged. */
+gboolean imapfs_session_expunge(ImapfsSession *session, GError **error);
+
+/* UID SEARCH @criteria (an IMAP search key, e.g. "DELETED" or
+ * "UID 5:*"; CONFIG on a line break), with or without ESEARCH: the
+ * UIDs, ascending. */
+GArray *imapfs_session_uid_search(ImapfsSession *session, const char *criteria,
+				  GError **error);
+
+/* UID MOVE @uid to @dest (RFC 6851; UNSUPPORTED without MOVE), or UID
+ * COPY @uid to @dest; on the selected mailbox. *new_r (may be NULL) gets
+ * the destination UID from COPYUID (tagged or untagged), zeroed when
+ * the server sent none, as for a UID no longer there (the server then
+ * succeeds having done nothing). [TRYCREATE] fails with NONEXISTENT. */
+gboolean imapfs_session_move(ImapfsSession *session, guint32 uid,
+			     const char *dest, ImapfsNewUid *new_r,
+			     GError **error);
+gboolean imapfs_session_copy(ImapfsSession *session, guint32 uid,
+			     const char *dest, ImapfsNewUid *new_r,
+			     GError **error);
+
+/* CREATE, DELETE and RENAME of mailboxes (server names). Before a DELETE
+ * or RENAME of the selected mailbox (or a RENAME of one above it) the
+ * session leaves it without expunging anything: UNSELECT when offered
+ * (RFC 3691), else EXAMINE then CLOSE (CLOSE on a read-only mailbox
+ * expunges nothing); no mailbox is selected afterwards. Errors besides
+ * NO: ALREADYEXISTS, NONEXISTENT, NOTEMPTY ([HASCHILDREN]), BUSY
+ * ([INUSE]). Servers delete a mailbox that still holds messages: check
+ * first. */
+gboolean imapfs_session_create(ImapfsSession *session, const char *mailbox,
+			       GError **error);
+gboolean imapfs_session_delete(ImapfsSession *session, const char *mailbox,
+			       GError **error);
+gboolean imapfs_session_rename(ImapfsSession *session, const char *from,
+			       const char *to, GError **error);
+
+typedef struct {
+	guint32 messages;
+	guint32 uidnext;
+	guint32 uidvalidity;
+} ImapfsMailboxStatus;
+
+/* STATUS @mailbox (MESSAGES UIDNEXT UIDVALIDITY). STATUS lines about
+ * other mailboxes are ignored; PROTOCOL when none is about @mailbox. */
+gboolean imapfs_session_status(ImapfsSession *session, const char *mailbox,
+			       ImapfsMailboxStatus *status, GError **error);
 
 /* Makes a blocked call fail promptly (unmount). Any thread. */
 void imapfs_session_abort(ImapfsSession *session);

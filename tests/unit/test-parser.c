@@ -466,6 +466,40 @@ static void test_fetch_section_atom(void)
 			IMAPFS_ARG_NIL);
 }
 
+/* Replies to changes: the session reads UIDs and sets out of these
+ * response codes and data, so their shape is pinned here. */
+static void test_change_replies(void)
+{
+	g_autoptr(ImapfsResponse) copy = NULL;
+	g_autoptr(ImapfsResponse) status = NULL;
+
+	check("A1 OK [APPENDUID 38505 3955] APPEND completed\r\n",
+	      "A1 OK [APPENDUID 38505 3955] |APPEND completed|\n");
+	check("A2 OK [MODIFIED 7,9] Conditional STORE failed\r\n",
+	      "A2 OK [MODIFIED 7,9] |Conditional STORE failed|\n");
+	check("* 4 FETCH (UID 7 MODSEQ (12121231777))\r\n",
+	      "* 4 FETCH (UID 7 MODSEQ (12121231777))\n");
+	check("* SEARCH 2 5 6 (MODSEQ 917162500)\r\n",
+	      "* SEARCH 2 5 6 (MODSEQ 917162500)\n");
+	check("* SEARCH\r\n", "* SEARCH\n");
+	check("* LIST (\\HasNoChildren \\Trash) \".\" Trash\r\n",
+	      "* LIST (\\HasNoChildren \\Trash) \".\" Trash\n");
+
+	copy = parse_one("* OK [COPYUID 9 4:4 12] Moved UIDs.\r\n");
+	g_assert_cmpint(copy->kind, ==, IMAPFS_RESP_UNTAGGED);
+	g_assert_cmpint(copy->status, ==, IMAPFS_STATUS_OK);
+	g_assert_cmpuint(copy->code->len, ==, 4);
+	g_assert_true(imapfs_arg_is_atom(copy->code->pdata[0], "COPYUID"));
+	g_assert_cmpstr(imapfs_arg_str(copy->code->pdata[2]), ==, "4:4");
+	g_assert_cmpstr(imapfs_arg_str(copy->code->pdata[3]), ==, "12");
+
+	status = parse_one("* STATUS {7}\r\nA \"b\" c (MESSAGES 3)\r\n");
+	g_assert_cmpuint(status->args->len, ==, 3);
+	g_assert_cmpstr(imapfs_arg_str(status->args->pdata[1]), ==,
+			"A \"b\" c");
+	g_assert_cmpuint(imapfs_arg_list(status->args->pdata[2])->len, ==, 2);
+}
+
 /* ---- literals ---- */
 
 static void test_literal8(void)
@@ -982,6 +1016,7 @@ int main(int argc, char **argv)
 			test_fetch_adjacent_lists);
 	g_test_add_func("/parser/fetch/body-literal", test_fetch_body_literal);
 	g_test_add_func("/parser/fetch/section-atom", test_fetch_section_atom);
+	g_test_add_func("/parser/change-replies", test_change_replies);
 	g_test_add_func("/parser/literal/literal8", test_literal8);
 	g_test_add_func("/parser/literal/non-sync", test_literal_nonsync);
 	g_test_add_func("/parser/literal/empty", test_literal_empty);
