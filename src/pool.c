@@ -272,12 +272,18 @@ void imapfs_pool_warm(ImapfsPool *pool)
 }
 
 static gboolean select_mailbox(ImapfsSession *s, const char *mailbox,
-			       guint32 uidvalidity, GError **error)
+			       guint32 uidvalidity, gboolean write,
+			       GError **error)
 {
 	if (mailbox == NULL)
 		return TRUE;
-	if (g_strcmp0(imapfs_session_selected(s), mailbox) != 0 &&
-	    !imapfs_session_examine(s, mailbox, NULL, error))
+	gboolean there = g_strcmp0(imapfs_session_selected(s), mailbox) == 0;
+	/* Reads are fine on a SELECTed mailbox (BODY.PEEK sets no flag);
+	 * changes need SELECT. */
+	if (write && !(there && imapfs_session_writable(s))) {
+		if (!imapfs_session_select(s, mailbox, NULL, error))
+			return FALSE;
+	} else if (!there && !imapfs_session_examine(s, mailbox, NULL, error))
 		return FALSE;
 	if (uidvalidity &&
 	    imapfs_session_state(s)->uidvalidity != uidvalidity) {
@@ -320,43 +326,71 @@ static void drop_idle(ImapfsPool *pool)
 		imapfs_session_free(s);
 }
 
+/* *called_r tells whether @func ran: before that, nothing was changed
+ * and a retry is safe even for a change. */
 static gboolean run_once(ImapfsPool *pool, const char *mailbox,
-			 guint32 uidvalidity, gboolean force_new,
-			 ImapfsPoolFunc func, gpointer data, gboolean *fresh_r,
-			 GError **error)
+			 guint32 uidvalidity, gboolean write,
+			 gboolean force_new, ImapfsPoolFunc func, gpointer data,
+			 gboolean *fresh_r, gboolean *called_r, GError **error)
 {
 	ImapfsSession *s = acquire(pool, mailbox, force_new, fresh_r, error);
 	gboolean ok;
 
+	*called_r = FALSE;
 	if (s == NULL)
 		return FALSE;
-	ok = select_mailbox(s, mailbox, uidvalidity, error) &&
-	     func(s, data, error);
+	ok = select_mailbox(s, mailbox, uidvalidity, write, error);
+	if (ok) {
+		*called_r = TRUE;
+		ok = func(s, data, error);
+	}
 	release(pool, s);
 	return ok;
+}
+
+static gboolean run_with(ImapfsPool *pool, const char *mailbox,
+			 guint32 uidvalidity, gboolean idempotent,
+			 gboolean write, ImapfsPoolFunc func, gpointer data,
+			 GError **error)
+{
+	GError *local = NULL;
+	gboolean fresh = FALSE, called;
+
+	if (run_once(pool, mailbox, uidvalidity, write, FALSE, func, data,
+		     &fresh, &called, &local))
+		return TRUE;
+	if (!fresh && connection_error(local)) {
+		drop_idle(pool);
+		if (idempotent || !called) {
+			imapfs_trace(IMAPFS_TRACE_POOL,
+				     "pool: retrying after: %s",
+				     local->message);
+			g_clear_error(&local);
+			return run_once(pool, mailbox, uidvalidity, write, TRUE,
+					func, data, &fresh, &called, error);
+		}
+	}
+	g_propagate_error(error, local);
+	return FALSE;
 }
 
 gboolean imapfs_pool_run(ImapfsPool *pool, const char *mailbox,
 			 guint32 uidvalidity, gboolean idempotent,
 			 ImapfsPoolFunc func, gpointer data, GError **error)
 {
-	GError *local = NULL;
-	gboolean fresh = FALSE;
+	return run_with(pool, mailbox, uidvalidity, idempotent, FALSE, func,
+			data, error);
+}
 
-	if (run_once(pool, mailbox, uidvalidity, FALSE, func, data, &fresh,
-		     &local))
-		return TRUE;
-	if (!fresh && connection_error(local)) {
-		drop_idle(pool);
-		if (idempotent) {
-			imapfs_trace(IMAPFS_TRACE_POOL,
-				     "pool: retrying after: %s",
-				     local->message);
-			g_clear_error(&local);
-			return run_once(pool, mailbox, uidvalidity, TRUE, func,
-					data, &fresh, error);
-		}
+gboolean imapfs_pool_run_write(ImapfsPool *pool, const char *mailbox,
+			       guint32 uidvalidity, ImapfsPoolFunc func,
+			       gpointer data, GError **error)
+{
+	if (pool->cfg->read_only) {
+		g_set_error(error, IMAPFS_ERROR, IMAPFS_ERROR_READONLY,
+			    "the file system is mounted read-only");
+		return FALSE;
 	}
-	g_propagate_error(error, local);
-	return FALSE;
+	return run_with(pool, mailbox, uidvalidity, FALSE, TRUE, func, data,
+			error);
 }

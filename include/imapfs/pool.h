@@ -59,6 +59,16 @@ gboolean imapfs_pool_run(ImapfsPool *pool, const char *mailbox,
 			 guint32 uidvalidity, gboolean idempotent,
 			 ImapfsPoolFunc func, gpointer data, GError **error);
 
+/*
+ * The same for a change: @mailbox (if any) is SELECTed rather than
+ * EXAMINEd, and @func is never run twice (a change is not idempotent);
+ * only a failure before @func ran is retried on a new connection. On a
+ * read-only mount it fails with IMAPFS_ERROR_READONLY and sends nothing.
+ */
+gboolean imapfs_pool_run_write(ImapfsPool *pool, const char *mailbox,
+			       guint32 uidvalidity, ImapfsPoolFunc func,
+			       gpointer data, GError **error);
+
 /* Makes every blocked call fail promptly, and every later one fail at
  * once (unmount). Thread-safe. */
 void imapfs_pool_shutdown(ImapfsPool *pool);
