@@ -1,8 +1,10 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
 #include <errno.h>
 #include <fcntl.h>
+#include <stdio.h> /* RENAME_* */
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/xattr.h>
 
 #include "imapfs/error.h"
 #include "imapfs/fuse-ops.h"
@@ -12,6 +14,7 @@
  * long; directories change whenever mail arrives. */
 #define MESSAGE_TIMEOUT 3600.0
 #define DIR_TIMEOUT 1.0
+#define FLAGS_XATTR "user.imap.flags"
 
 struct ImapfsFs {
 	ImapfsTree *tree;
@@ -23,7 +26,15 @@ struct ImapfsFs {
 	/* OpenFile * not released yet (a lazy unmount never releases
 	 * them); protected by lock */
 	GHashTable *open_files;
+	struct fuse_session *se;
+	GThreadPool *notifier; /* started on first use; by lock */
 };
+
+/* A name whose kernel entry must be dropped. */
+typedef struct {
+	fuse_ino_t parent;
+	char *name;
+} Notice;
 
 /* An open message file. */
 typedef struct {
@@ -49,6 +60,8 @@ void imapfs_fs_free(ImapfsFs *fs)
 {
 	if (fs == NULL)
 		return;
+	if (fs->notifier)
+		g_thread_pool_free(fs->notifier, FALSE, TRUE);
 	g_hash_table_unref(fs->lookups);
 	g_hash_table_unref(fs->listed);
 	g_hash_table_unref(fs->open_files);
@@ -71,6 +84,22 @@ int imapfs_fs_errno(const GError *error)
 		return EACCES;
 	case IMAPFS_ERROR_UIDVALIDITY_CHANGED:
 		return ESTALE;
+	case IMAPFS_ERROR_TOOBIG:
+		return EFBIG;
+	case IMAPFS_ERROR_MODIFIED:
+		return EAGAIN;
+	case IMAPFS_ERROR_READONLY:
+		return EROFS;
+	case IMAPFS_ERROR_NOTEMPTY:
+		return ENOTEMPTY;
+	case IMAPFS_ERROR_INVALID:
+		return EINVAL;
+	case IMAPFS_ERROR_NOTPERMITTED:
+		return EPERM;
+	case IMAPFS_ERROR_CROSSDEVICE:
+		return EXDEV;
+	case IMAPFS_ERROR_UNSUPPORTED:
+		return EOPNOTSUPP;
 	default:
 		return EIO;
 	}
@@ -94,6 +123,42 @@ static void reply_error(fuse_req_t req, const char *op, GError *error)
 	g_clear_error(&error);
 }
 
+void imapfs_fs_set_session(ImapfsFs *fs, struct fuse_session *se)
+{
+	fs->se = se;
+}
+
+static void send_notice(gpointer data, gpointer user_data)
+{
+	Notice *n = data;
+	ImapfsFs *fs = user_data;
+	int r = fuse_lowlevel_notify_inval_entry(fs->se, n->parent, n->name,
+						 strlen(n->name));
+
+	if (r != 0 && r != -ENOENT)
+		imapfs_trace(IMAPFS_TRACE_FUSE, "invalidating \"%s\": %s",
+			     n->name, g_strerror(-r));
+	g_free(n->name);
+	g_free(n);
+}
+
+/* Makes the kernel forget @name in @parent, once the request in hand is
+ * answered: the kernel holds the directory locked until then, so the
+ * notice waits for it on the notifier thread. */
+static void forget_name(ImapfsFs *fs, fuse_ino_t parent, const char *name)
+{
+	Notice *n = g_new(Notice, 1);
+
+	n->parent = parent;
+	n->name = g_strdup(name);
+	g_mutex_lock(&fs->lock);
+	if (fs->notifier == NULL)
+		fs->notifier =
+			g_thread_pool_new(send_notice, fs, 1, FALSE, NULL);
+	g_thread_pool_push(fs->notifier, n, NULL);
+	g_mutex_unlock(&fs->lock);
+}
+
 static void fill_stat(ImapfsFs *fs, const ImapfsAttr *attr, struct stat *st)
 {
 	memset(st, 0, sizeof(*st));
@@ -102,10 +167,14 @@ static void fill_stat(ImapfsFs *fs, const ImapfsAttr *attr, struct stat *st)
 	st->st_gid = fs->owner.gid;
 	st->st_mtime = st->st_ctime = st->st_atime = attr->mtime;
 	if (attr->kind == IMAPFS_NODE_DIR) {
-		st->st_mode = S_IFDIR | (0555 & ~fs->owner.umask);
+		st->st_mode = S_IFDIR | ((fs->owner.read_only ? 0555 : 0755) &
+					 ~fs->owner.umask);
 		st->st_nlink = 2;
 	} else {
-		st->st_mode = S_IFREG | (0444 & ~fs->owner.umask);
+		/* Writable-looking, so rm does not ask; writing into a
+		 * message still fails (EPERM). */
+		st->st_mode = S_IFREG | ((fs->owner.read_only ? 0444 : 0644) &
+					 ~fs->owner.umask);
 		st->st_nlink = 1;
 		st->st_size = attr->size;
 		st->st_blocks = (attr->size + 511) / 512;
@@ -115,6 +184,9 @@ static void fill_stat(ImapfsFs *fs, const ImapfsAttr *attr, struct stat *st)
 
 static double timeout_for(const ImapfsAttr *attr)
 {
+	/* A new file changes size while written, and its name goes soon. */
+	if (attr->kind == IMAPFS_NODE_PENDING)
+		return 0;
 	return attr->kind == IMAPFS_NODE_DIR ? DIR_TIMEOUT : MESSAGE_TIMEOUT;
 }
 
@@ -343,31 +415,69 @@ static void forget_open_file(ImapfsFs *fs, OpenFile *of)
 	g_mutex_unlock(&fs->lock);
 }
 
+static OpenFile *new_open_file(ImapfsFs *fs, guint64 size)
+{
+	OpenFile *of = g_new0(OpenFile, 1);
+
+	of->ra.size = size;
+	g_mutex_lock(&fs->lock);
+	g_hash_table_add(fs->open_files, of);
+	g_mutex_unlock(&fs->lock);
+	return of;
+}
+
+static gboolean wants_write(const struct fuse_file_info *fi)
+{
+	return (fi->flags & O_ACCMODE) != O_RDONLY || (fi->flags & O_TRUNC);
+}
+
+/* A new message still being written: its bytes change, so no caching. */
+static void open_pending(fuse_req_t req, fuse_ino_t ino,
+			 struct fuse_file_info *fi)
+{
+	ImapfsFs *fs = fs_of(req);
+	GError *error = NULL;
+
+	if (!imapfs_tree_open_pending(fs->tree, ino, wants_write(fi),
+				      fi->flags & O_TRUNC, &error)) {
+		reply_error(req, "open", error);
+		return;
+	}
+	OpenFile *of = new_open_file(fs, 0);
+	fi->direct_io = 1;
+	fi->fh = (uint64_t)(uintptr_t)of;
+	if (fuse_reply_open(req, fi) != 0) {
+		forget_open_file(fs, of);
+		imapfs_tree_release(fs->tree, ino);
+	}
+}
+
 static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
+	ImapfsFs *fs = fs_of(req);
 	GError *error = NULL;
 	guint64 size;
 	gboolean changed;
 
-	if ((fi->flags & O_ACCMODE) != O_RDONLY || (fi->flags & O_TRUNC)) {
-		fuse_reply_err(req, EROFS);
+	if (imapfs_tree_is_pending(fs->tree, ino)) {
+		open_pending(req, ino, fi);
 		return;
 	}
-	if (!imapfs_tree_open(fs_of(req)->tree, ino, &size, &changed, &error)) {
+	if (wants_write(fi)) {
+		/* Messages never change on IMAP. */
+		fuse_reply_err(req, fs->owner.read_only ? EROFS : EPERM);
+		return;
+	}
+	if (!imapfs_tree_open(fs->tree, ino, &size, &changed, &error)) {
 		reply_error(req, "open", error);
 		return;
 	}
-	OpenFile *of = g_new0(OpenFile, 1);
-	of->ra.size = size;
+	OpenFile *of = new_open_file(fs, size);
 	/* With a wrong RFC822.SIZE the kernel's idea of the size is wrong
 	 * too; direct I/O makes it read on until we report the end. */
 	fi->keep_cache = !changed;
 	fi->direct_io = changed;
 	fi->fh = (uint64_t)(uintptr_t)of;
-	ImapfsFs *fs = fs_of(req);
-	g_mutex_lock(&fs->lock);
-	g_hash_table_add(fs->open_files, of);
-	g_mutex_unlock(&fs->lock);
 	if (fuse_reply_open(req, fi) != 0)
 		forget_open_file(fs, of);
 }
@@ -387,11 +497,56 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		fuse_reply_buf(req, buf, n);
 }
 
+static void op_write(fuse_req_t req, fuse_ino_t ino, const char *buf,
+		     size_t size, off_t off, struct fuse_file_info *fi)
+{
+	GError *error = NULL;
+	gssize n = imapfs_tree_write(fs_of(req)->tree, ino, off, buf, size,
+				     &error);
+
+	if (n < 0)
+		reply_error(req, "write", error);
+	else
+		fuse_reply_write(req, n);
+}
+
+/* close(): a new message goes to the server now, so that close() can
+ * say whether it got there. */
+static void op_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	GError *error = NULL;
+
+	if (imapfs_tree_is_pending(fs_of(req)->tree, ino) &&
+	    !imapfs_tree_flush(fs_of(req)->tree, ino, &error))
+		reply_error(req, "close", error);
+	else
+		fuse_reply_err(req, 0);
+}
+
 static void op_release(fuse_req_t req, fuse_ino_t ino,
 		       struct fuse_file_info *fi)
 {
-	forget_open_file(fs_of(req), (OpenFile *)(uintptr_t)fi->fh);
+	ImapfsFs *fs = fs_of(req);
+
+	if (imapfs_tree_is_pending(fs->tree, ino))
+		imapfs_tree_release(fs->tree, ino);
+	forget_open_file(fs, (OpenFile *)(uintptr_t)fi->fh);
 	fuse_reply_err(req, 0);
+}
+
+static void op_copy_file_range(fuse_req_t req, fuse_ino_t ino_in, off_t off_in,
+			       struct fuse_file_info *fi_in, fuse_ino_t ino_out,
+			       off_t off_out, struct fuse_file_info *fi_out,
+			       size_t len, int flags)
+{
+	GError *error = NULL;
+	gsize copied;
+
+	if (!imapfs_tree_copy_range(fs_of(req)->tree, ino_in, off_in, ino_out,
+				    off_out, len, &copied, &error))
+		reply_error(req, "copy_file_range", error);
+	else
+		fuse_reply_write(req, copied);
 }
 
 static void op_statfs(fuse_req_t req, fuse_ino_t ino)
@@ -403,8 +558,19 @@ static void op_statfs(fuse_req_t req, fuse_ino_t ino)
 	fuse_reply_statfs(req, &st);
 }
 
-/* Getting an xattr that does not exist must be ENODATA: ENOSYS would make
- * the kernel stop asking for the whole mount. */
+/* Replies with @data as an xattr value or list, as getxattr and
+ * listxattr do: its size when @size is 0, ERANGE when it does not fit. */
+static void reply_xattr_data(fuse_req_t req, const char *data, size_t len,
+			     size_t size)
+{
+	if (size == 0)
+		fuse_reply_xattr(req, len);
+	else if (len > size)
+		fuse_reply_err(req, ERANGE);
+	else
+		fuse_reply_buf(req, data, len);
+}
+
 static void op_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name,
 			size_t size)
 {
@@ -413,78 +579,237 @@ static void op_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name,
 	 * attribute", lets ls -l and cp -a stop asking after the first file
 	 * of the mount instead of asking for every file: a round trip each.
 	 * ENOSYS would switch off every attribute for the whole mount. */
-	if (g_str_has_prefix(name, "user."))
+	if (!g_str_has_prefix(name, "user.")) {
+		fuse_reply_err(req, EOPNOTSUPP);
+		return;
+	}
+	g_autofree char *flags =
+		strcmp(name, FLAGS_XATTR) == 0
+			? imapfs_tree_get_flags(fs_of(req)->tree, ino, NULL)
+			: NULL;
+	if (flags == NULL)
 		fuse_reply_err(req, ENODATA);
 	else
-		fuse_reply_err(req, EOPNOTSUPP);
+		reply_xattr_data(req, flags, strlen(flags), size);
 }
 
 static void op_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size)
 {
-	if (size == 0)
-		fuse_reply_xattr(req, 0);
+	g_autofree char *flags =
+		imapfs_tree_get_flags(fs_of(req)->tree, ino, NULL);
+
+	if (flags)
+		reply_xattr_data(req, FLAGS_XATTR, sizeof(FLAGS_XATTR), size);
 	else
-		fuse_reply_buf(req, NULL, 0);
+		reply_xattr_data(req, NULL, 0, size);
 }
 
-/* Every change is refused until writing is implemented. */
+/* Replies EROFS on a read-only mount; TRUE when the caller may go on. */
+static gboolean writable(fuse_req_t req)
+{
+	if (!fs_of(req)->owner.read_only)
+		return TRUE;
+	fuse_reply_err(req, EROFS);
+	return FALSE;
+}
+
 static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr,
 		       int to_set, struct fuse_file_info *fi)
 {
-	fuse_reply_err(req, EROFS);
+	ImapfsFs *fs = fs_of(req);
+	ImapfsSetAttr set = {0};
+	GError *error = NULL;
+	ImapfsAttr now;
+	struct stat st;
+
+	set.set_size = (to_set & FUSE_SET_ATTR_SIZE) != 0;
+	set.size = attr->st_size;
+	set.set_mtime =
+		(to_set & (FUSE_SET_ATTR_MTIME | FUSE_SET_ATTR_MTIME_NOW)) != 0;
+	set.mtime = to_set & FUSE_SET_ATTR_MTIME_NOW
+			    ? g_get_real_time() / G_USEC_PER_SEC
+			    : attr->st_mtime;
+	set.set_other = (to_set & (FUSE_SET_ATTR_MODE | FUSE_SET_ATTR_UID |
+				   FUSE_SET_ATTR_GID)) != 0;
+	if ((set.set_size || set.set_mtime || set.set_other) && !writable(req))
+		return;
+	if (!imapfs_tree_setattr(fs->tree, ino, &set, &now, &error)) {
+		reply_error(req, "setattr", error);
+		return;
+	}
+	fill_stat(fs, &now, &st);
+	fuse_reply_attr(req, &st, timeout_for(&now));
+}
+
+/* Only messages and mailboxes exist: no devices, fifos or links. */
+static void refuse_kind(fuse_req_t req)
+{
+	fuse_reply_err(req, fs_of(req)->owner.read_only ? EROFS : EPERM);
 }
 
 static void op_mknod(fuse_req_t req, fuse_ino_t parent, const char *name,
 		     mode_t mode, dev_t rdev)
 {
-	fuse_reply_err(req, EROFS);
+	refuse_kind(req);
+}
+
+static void op_symlink(fuse_req_t req, const char *link, fuse_ino_t parent,
+		       const char *name)
+{
+	refuse_kind(req);
+}
+
+static void op_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent,
+		    const char *newname)
+{
+	refuse_kind(req);
+}
+
+static void reply_new_entry(fuse_req_t req, const ImapfsAttr *attr,
+			    struct fuse_file_info *fi)
+{
+	ImapfsFs *fs = fs_of(req);
+	struct fuse_entry_param e;
+
+	fill_entry(fs, attr, &e);
+	count_lookup(fs, e.ino);
+	if ((fi ? fuse_reply_create(req, &e, fi) : fuse_reply_entry(req, &e)) !=
+	    0)
+		forget_one(fs, e.ino, 1);
 }
 
 static void op_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name,
 		     mode_t mode)
 {
-	fuse_reply_err(req, EROFS);
+	GError *error = NULL;
+	ImapfsAttr attr;
+
+	if (!writable(req))
+		return;
+	if (!imapfs_tree_mkdir(fs_of(req)->tree, parent, name, &attr, &error))
+		reply_error(req, "mkdir", error);
+	else
+		reply_new_entry(req, &attr, NULL);
+}
+
+static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name,
+		      mode_t mode, struct fuse_file_info *fi)
+{
+	ImapfsFs *fs = fs_of(req);
+	GError *error = NULL;
+	ImapfsAttr attr;
+
+	if (!writable(req))
+		return;
+	if (!S_ISREG(mode)) {
+		fuse_reply_err(req, EPERM);
+		return;
+	}
+	if (!imapfs_tree_create(fs->tree, parent, name, &attr, &error)) {
+		reply_error(req, "create", error);
+		return;
+	}
+	OpenFile *of = new_open_file(fs, 0);
+	fi->direct_io = 1;
+	fi->fh = (uint64_t)(uintptr_t)of;
+	reply_new_entry(req, &attr, fi);
 }
 
 static void op_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
-	fuse_reply_err(req, EROFS);
+	GError *error = NULL;
+
+	if (!writable(req))
+		return;
+	if (!imapfs_tree_unlink(fs_of(req)->tree, parent, name, &error))
+		reply_error(req, "unlink", error);
+	else
+		fuse_reply_err(req, 0);
+}
+
+static void op_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+	GError *error = NULL;
+
+	if (!writable(req))
+		return;
+	if (!imapfs_tree_rmdir(fs_of(req)->tree, parent, name, &error))
+		reply_error(req, "rmdir", error);
+	else
+		fuse_reply_err(req, 0);
 }
 
 static void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name,
 		      fuse_ino_t newparent, const char *newname,
 		      unsigned int flags)
 {
-	fuse_reply_err(req, EROFS);
-}
+	ImapfsFs *fs = fs_of(req);
+	GError *error = NULL;
+	ImapfsAttr attr;
 
-static void op_symlink(fuse_req_t req, const char *link, fuse_ino_t parent,
-		       const char *name)
-{
-	fuse_reply_err(req, EROFS);
-}
-
-static void op_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent,
-		    const char *newname)
-{
-	fuse_reply_err(req, EROFS);
-}
-
-static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name,
-		      mode_t mode, struct fuse_file_info *fi)
-{
-	fuse_reply_err(req, EROFS);
+	if (!writable(req))
+		return;
+	if (flags & RENAME_EXCHANGE) {
+		fuse_reply_err(req, EINVAL);
+		return;
+	}
+	if ((flags & RENAME_NOREPLACE) &&
+	    imapfs_tree_lookup(fs->tree, newparent, newname, &attr, NULL)) {
+		fuse_reply_err(req, EEXIST);
+		return;
+	}
+	if (!imapfs_tree_rename(fs->tree, parent, name, newparent, newname,
+				&error)) {
+		reply_error(req, "rename", error);
+		return;
+	}
+	fuse_reply_err(req, 0);
+	/* The kernel now takes @newname for what was moved; what is there
+	 * is whatever the tree says (a message lands under its new UID, and
+	 * never replaces one). */
+	forget_name(fs, newparent, newname);
 }
 
 static void op_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name,
 			const char *value, size_t size, int flags)
 {
-	fuse_reply_err(req, EROFS);
+	GError *error = NULL;
+
+	if (strcmp(name, FLAGS_XATTR) != 0) {
+		fuse_reply_err(req, g_str_has_prefix(name, "user.")
+					    ? ENOTSUP
+					    : EOPNOTSUPP);
+		return;
+	}
+	if (!writable(req))
+		return;
+	g_autofree char *flags_str = g_strndup(value, size);
+	if (strlen(flags_str) != size) {
+		fuse_reply_err(req, EINVAL); /* a NUL inside */
+		return;
+	}
+	if (!imapfs_tree_set_flags(fs_of(req)->tree, ino, flags_str, &error))
+		reply_error(req, "setxattr", error);
+	else
+		fuse_reply_err(req, 0);
 }
 
 static void op_removexattr(fuse_req_t req, fuse_ino_t ino, const char *name)
 {
-	fuse_reply_err(req, EROFS);
+	GError *error = NULL;
+
+	if (strcmp(name, FLAGS_XATTR) != 0) {
+		fuse_reply_err(req, g_str_has_prefix(name, "user.")
+					    ? ENODATA
+					    : EOPNOTSUPP);
+		return;
+	}
+	if (!writable(req))
+		return;
+	if (!imapfs_tree_set_flags(fs_of(req)->tree, ino, "", &error))
+		reply_error(req, "removexattr", error);
+	else
+		fuse_reply_err(req, 0);
 }
 
 static const struct fuse_lowlevel_ops ops = {
@@ -497,13 +822,16 @@ static const struct fuse_lowlevel_ops ops = {
 	.mknod = op_mknod,
 	.mkdir = op_mkdir,
 	.unlink = op_unlink,
-	.rmdir = op_unlink,
+	.rmdir = op_rmdir,
 	.symlink = op_symlink,
 	.rename = op_rename,
 	.link = op_link,
 	.open = op_open,
 	.read = op_read,
+	.write = op_write,
+	.flush = op_flush,
 	.release = op_release,
+	.copy_file_range = op_copy_file_range,
 	.opendir = op_opendir,
 	.readdir = op_readdir,
 	.readdirplus = op_readdirplus,

@@ -288,6 +288,7 @@ static int serve(struct fuse_args *fargs, Args *a, ImapfsTree *tree,
 			      sizeof(struct fuse_lowlevel_ops), fs);
 	if (se == NULL)
 		return 1; /* libfuse said why */
+	imapfs_fs_set_session(fs, se);
 	if (fuse_set_signal_handlers(se) != 0)
 		goto out_destroy;
 	if (fuse_session_mount(se, a->mountpoint) != 0)
@@ -440,6 +441,10 @@ int main(int argc, char **argv)
 		ret = fail(NULL, error);
 		goto out;
 	}
+	/* The kernel then refuses changes itself, and mount(8) shows ro. */
+	a.owner.read_only = a.cfg->read_only;
+	if (a.cfg->read_only)
+		fuse_opt_add_arg(&fargs, "-oro");
 	ret = run(&fargs, &a);
 out:
 	fuse_opt_free_args(&fargs);

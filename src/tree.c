@@ -8,59 +8,14 @@
 #include "imapfs/log.h"
 #include "imapfs/names.h"
 #include "imapfs/tree.h"
+#include "tree-private.h"
 
-#define SLOT_SHIFT 40
-#define UID_SHIFT 8
-#define KIND_MESSAGE 1
 #define MAX_SLOTS (1u << 24)
-/* A directory listing younger than this is reused by lookup without
- * asking the server. */
-#define LOOKUP_FRESH_US (2 * G_TIME_SPAN_SECOND)
 /* Listings (LIST, and a mailbox's messages) younger than this are reused
  * by readdir: like sshfs's directory cache, a repeated ls or grep -r costs
  * no command. A name looked up that is not known yet is still checked at
  * once (LOOKUP_FRESH_US). */
 #define DIR_FRESH_US (20 * G_TIME_SPAN_SECOND)
-
-/* A directory: the mount root, a mailbox, or a level that only exists as
- * the parent of mailboxes. Never freed before the tree, since the kernel
- * may still hold its inode number. */
-typedef struct {
-	guint32 slot;
-	char *path;	   /* escaped names joined by '/'; "" = root */
-	char *parent_path; /* NULL for the root */
-	char *file_name;   /* last element of path */
-	char *server_name; /* NULL: nothing to EXAMINE here */
-	gboolean selectable;
-	gboolean present; /* in the latest LIST (or the root) */
-	GArray *messages; /* ImapfsMessageInfo by UID; NULL: not loaded */
-	ImapfsMailboxState state;
-	gint64 listed_at; /* monotonic time of the listing */
-	/* Prefetch: messages opened in listing order (by UID, or by name as
-	 * rsync and restic sort) make the next ones worth fetching ahead. */
-	guint32 *by_name;  /* UIDs sorted by file name; NULL: not built */
-	guint32 last_uid;  /* the message opened last */
-	guint streak;	   /* opens that followed on in @order */
-	int order;	   /* ORDER_UID or ORDER_NAME */
-	guint32 ahead_uid; /* prefetch was asked up to here in @order */
-} Mailbox;
-
-struct ImapfsTree {
-	const ImapfsConfig *cfg;
-	ImapfsPool *pool;
-	ImapfsBlockCache *cache;
-	ImapfsDiskCache *disk; /* listings between mounts; may be NULL */
-	gint64 mount_time;
-	char **root_levels; /* the URL's /MAILBOX split, or NULL */
-	GMutex lock;
-	GPtrArray *slots;    /* Mailbox *, index = slot; protected by lock */
-	GHashTable *by_path; /* path -> current Mailbox *; protected by lock */
-	/* message ino -> the size its data showed, where RFC822.SIZE was
-	 * wrong; survives listing refreshes. Protected by lock. */
-	GHashTable *corrected;
-	GHashTable *warned; /* server names already warned about; by lock */
-	gint64 listed_at;   /* last LIST; protected by lock */
-};
 
 static void mailbox_free(gpointer p)
 {
@@ -121,6 +76,8 @@ ImapfsTree *imapfs_tree_new(const ImapfsConfig *cfg, ImapfsPool *pool,
 						g_free, NULL);
 	tree->warned =
 		g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
+	tree->pending = g_hash_table_new_full(g_int64_hash, g_int64_equal, NULL,
+					      tree_pending_free);
 	add_mailbox(tree, "");
 	return tree;
 }
@@ -132,6 +89,8 @@ void imapfs_tree_free(ImapfsTree *tree)
 	g_hash_table_unref(tree->by_path);
 	g_hash_table_unref(tree->corrected);
 	g_hash_table_unref(tree->warned);
+	g_hash_table_unref(tree->pending);
+	g_free(tree->trash_name);
 	g_ptr_array_unref(tree->slots);
 	g_strfreev(tree->root_levels);
 	g_mutex_clear(&tree->lock);
@@ -141,7 +100,7 @@ void imapfs_tree_free(ImapfsTree *tree)
 /* --- inode numbers -----------------------------------------------------------
  */
 
-static guint64 dir_ino(const Mailbox *m)
+guint64 tree_dir_ino(const Mailbox *m)
 {
 	/* The root keeps inode 1 even when a recreated /MAILBOX gave it a
 	 * new slot for its messages. */
@@ -149,14 +108,14 @@ static guint64 dir_ino(const Mailbox *m)
 				: (guint64)m->slot << SLOT_SHIFT;
 }
 
-static guint64 message_ino(const Mailbox *m, guint32 uid)
+guint64 tree_message_ino(const Mailbox *m, guint32 uid)
 {
 	return (guint64)m->slot << SLOT_SHIFT | (guint64)uid << UID_SHIFT |
 	       KIND_MESSAGE;
 }
 
 /* The directory @ino names, or NULL. Called locked. */
-static Mailbox *dir_of(ImapfsTree *tree, guint64 ino)
+Mailbox *tree_dir_of(ImapfsTree *tree, guint64 ino)
 {
 	guint64 slot = ino >> SLOT_SHIFT;
 
@@ -169,8 +128,8 @@ static Mailbox *dir_of(ImapfsTree *tree, guint64 ino)
 }
 
 /* The mailbox and UID of message @ino; FALSE if it is not one. */
-static gboolean decode_message(ImapfsTree *tree, guint64 ino, Mailbox **m_r,
-			       guint32 *uid_r)
+gboolean tree_decode_message(ImapfsTree *tree, guint64 ino, Mailbox **m_r,
+			     guint32 *uid_r)
 {
 	guint64 slot = ino >> SLOT_SHIFT;
 
@@ -181,29 +140,29 @@ static gboolean decode_message(ImapfsTree *tree, guint64 ino, Mailbox **m_r,
 	return TRUE;
 }
 
-static ImapfsMessageInfo *find_message(Mailbox *m, guint32 uid)
+ImapfsMessageInfo *tree_find_message(Mailbox *m, guint32 uid)
 {
 	return m->messages ? imapfs_listing_find(m->messages, uid) : NULL;
 }
 
-static void dir_attr(ImapfsTree *tree, const Mailbox *m, ImapfsAttr *attr)
+void tree_dir_attr(ImapfsTree *tree, const Mailbox *m, ImapfsAttr *attr)
 {
-	attr->ino = dir_ino(m);
+	attr->ino = tree_dir_ino(m);
 	attr->kind = IMAPFS_NODE_DIR;
 	attr->size = 0;
 	attr->mtime = tree->mount_time;
 }
 
-static void message_attr(const Mailbox *m, const ImapfsMessageInfo *info,
-			 ImapfsAttr *attr)
+void tree_message_attr(const Mailbox *m, const ImapfsMessageInfo *info,
+		       ImapfsAttr *attr)
 {
-	attr->ino = message_ino(m, info->uid);
+	attr->ino = tree_message_ino(m, info->uid);
 	attr->kind = IMAPFS_NODE_MESSAGE;
 	attr->size = info->size;
 	attr->mtime = info->internaldate;
 }
 
-static gboolean fail_noent(GError **error, const char *what)
+gboolean tree_fail_noent(GError **error, const char *what)
 {
 	g_set_error(error, IMAPFS_ERROR, IMAPFS_ERROR_NONEXISTENT,
 		    "no such entry \"%s\"", what);
@@ -328,6 +287,27 @@ static void apply_entry(ImapfsTree *tree, const ImapfsListEntry *e,
 	m->selectable = !(e->flags & IMAPFS_MBOX_NOSELECT);
 }
 
+/* What mkdir and rm with delete=trash need: the delimiter, the name
+ * encoding, and the \Trash mailbox (which may lie outside a /MAILBOX
+ * mount; without the attribute, a top-level "Trash"). Called locked. */
+static void learn_namespace(ImapfsTree *tree, ListResult *r)
+{
+	const char *named = NULL, *flagged = NULL;
+
+	tree->utf8 = r->utf8;
+	for (guint i = 0; i < r->entries->len; i++) {
+		const ImapfsListEntry *e = r->entries->pdata[i];
+		if (e->delim && !tree->delim)
+			tree->delim = e->delim;
+		if ((e->flags & IMAPFS_MBOX_TRASH) && !flagged)
+			flagged = e->name;
+		if (g_ascii_strcasecmp(e->name, "Trash") == 0)
+			named = e->name;
+	}
+	g_free(tree->trash_name);
+	tree->trash_name = g_strdup(flagged ? flagged : named);
+}
+
 static gboolean apply_list(ImapfsTree *tree, ListResult *r, GError **error)
 {
 	gboolean found;
@@ -344,6 +324,7 @@ static gboolean apply_list(ImapfsTree *tree, ListResult *r, GError **error)
 	}
 	for (guint i = 0; i < r->entries->len; i++)
 		apply_entry(tree, r->entries->pdata[i], r->utf8);
+	learn_namespace(tree, r);
 	/* With /MAILBOX, the root must be that mailbox or its parent. */
 	Mailbox *root = g_hash_table_lookup(tree->by_path, "");
 	found = tree->root_levels == NULL || root->server_name != NULL;
@@ -425,7 +406,7 @@ static void reapply_corrections(ImapfsTree *tree, Mailbox *m)
 		if (known[0] >> SLOT_SHIFT != m->slot)
 			continue;
 		ImapfsMessageInfo *info =
-			find_message(m, (guint32)(known[0] >> UID_SHIFT));
+			tree_find_message(m, (guint32)(known[0] >> UID_SHIFT));
 		if (info)
 			info->size = known[1];
 	}
@@ -508,8 +489,8 @@ static void load_saved(ImapfsTree *tree, IndexResult *r)
 
 /* Makes sure the listing of the mailbox at @path is at most @max_age_us
  * old (0: ask the server in any case). */
-static gboolean refresh_messages(ImapfsTree *tree, const char *path,
-				 gint64 max_age_us, GError **error)
+gboolean tree_refresh_messages(ImapfsTree *tree, const char *path,
+			       gint64 max_age_us, GError **error)
 {
 	IndexResult r = {0};
 
@@ -550,21 +531,22 @@ gboolean imapfs_tree_getattr(ImapfsTree *tree, guint64 ino, ImapfsAttr *attr,
 	gboolean ok = FALSE;
 
 	g_mutex_lock(&tree->lock);
-	if ((m = dir_of(tree, ino)) != NULL) {
-		dir_attr(tree, m, attr);
+	if ((m = tree_dir_of(tree, ino)) != NULL) {
+		tree_dir_attr(tree, m, attr);
 		ok = TRUE;
-	} else if (decode_message(tree, ino, &m, &uid)) {
-		ImapfsMessageInfo *info = find_message(m, uid);
+	} else if (tree_decode_message(tree, ino, &m, &uid)) {
+		ImapfsMessageInfo *info = tree_find_message(m, uid);
 		if (info)
-			message_attr(m, info, attr);
+			tree_message_attr(m, info, attr);
 		ok = info != NULL;
-	}
+	} else
+		ok = tree_pending_getattr_locked(tree, ino, attr);
 	g_mutex_unlock(&tree->lock);
-	return ok || fail_noent(error, "inode");
+	return ok || tree_fail_noent(error, "inode");
 }
 
 /* "123.eml" -> 123; FALSE for anything else, including "0123.eml". */
-static gboolean parse_message_name(const char *name, guint32 *uid_r)
+gboolean tree_parse_message_name(const char *name, guint32 *uid_r)
 {
 	char *end = NULL;
 
@@ -577,29 +559,31 @@ static gboolean parse_message_name(const char *name, guint32 *uid_r)
 	return TRUE;
 }
 
-static char *child_path(const Mailbox *parent, const char *name)
+char *tree_child_path(const Mailbox *parent, const char *name)
 {
 	return *parent->path ? g_strconcat(parent->path, "/", name, NULL)
 			     : g_strdup(name);
 }
 
 /* Looks @name up among what is already known. Called locked. */
-static gboolean lookup_locked(ImapfsTree *tree, Mailbox *dir, const char *name,
-			      ImapfsAttr *attr)
+gboolean tree_lookup_locked(ImapfsTree *tree, Mailbox *dir, const char *name,
+			    ImapfsAttr *attr)
 {
-	g_autofree char *path = child_path(dir, name);
+	g_autofree char *path = tree_child_path(dir, name);
 	Mailbox *child = g_hash_table_lookup(tree->by_path, path);
 	guint32 uid;
 
 	if (child && child->present) {
-		dir_attr(tree, child, attr);
+		tree_dir_attr(tree, child, attr);
 		return TRUE;
 	}
-	ImapfsMessageInfo *info =
-		parse_message_name(name, &uid) ? find_message(dir, uid) : NULL;
+	ImapfsMessageInfo *info = tree_parse_message_name(name, &uid)
+					  ? tree_find_message(dir, uid)
+					  : NULL;
 	if (info)
-		message_attr(dir, info, attr);
-	return info != NULL;
+		tree_message_attr(dir, info, attr);
+	return info != NULL ||
+	       tree_pending_lookup_locked(tree, dir, name, attr);
 }
 
 gboolean imapfs_tree_lookup(ImapfsTree *tree, guint64 parent, const char *name,
@@ -609,29 +593,29 @@ gboolean imapfs_tree_lookup(ImapfsTree *tree, guint64 parent, const char *name,
 	gboolean found = FALSE;
 
 	g_mutex_lock(&tree->lock);
-	Mailbox *dir = dir_of(tree, parent);
+	Mailbox *dir = tree_dir_of(tree, parent);
 	if (dir) {
 		path = g_strdup(dir->path);
-		found = lookup_locked(tree, dir, name, attr);
+		found = tree_lookup_locked(tree, dir, name, attr);
 	}
 	g_mutex_unlock(&tree->lock);
 	/* Only a message name can be news from the server; child mailboxes
 	 * come from LIST, and other names never exist. */
 	guint32 uid;
-	if (dir == NULL || found || !parse_message_name(name, &uid))
-		return found || fail_noent(error, name);
+	if (dir == NULL || found || !tree_parse_message_name(name, &uid))
+		return found || tree_fail_noent(error, name);
 	/* Not known yet: a message may have arrived, or the listing was
 	 * never loaded. */
-	if (!refresh_messages(tree, path, LOOKUP_FRESH_US, error))
+	if (!tree_refresh_messages(tree, path, LOOKUP_FRESH_US, error))
 		return FALSE;
 	g_mutex_lock(&tree->lock);
 	dir = g_hash_table_lookup(tree->by_path, path);
-	found = dir && lookup_locked(tree, dir, name, attr);
+	found = dir && tree_lookup_locked(tree, dir, name, attr);
 	g_mutex_unlock(&tree->lock);
-	return found || fail_noent(error, name);
+	return found || tree_fail_noent(error, name);
 }
 
-static void add_entry(GPtrArray *out, char *name, const ImapfsAttr *attr)
+void tree_add_entry(GPtrArray *out, char *name, const ImapfsAttr *attr)
 {
 	ImapfsDirEntry *e = g_new(ImapfsDirEntry, 1);
 
@@ -651,8 +635,8 @@ static GPtrArray *snapshot(ImapfsTree *tree, Mailbox *dir)
 		Mailbox *c = tree->slots->pdata[i];
 		if (!c->present || g_strcmp0(c->parent_path, dir->path) != 0)
 			continue;
-		dir_attr(tree, c, &attr);
-		add_entry(out, g_strdup(c->file_name), &attr);
+		tree_dir_attr(tree, c, &attr);
+		tree_add_entry(out, g_strdup(c->file_name), &attr);
 		g_hash_table_add(names, c->file_name);
 	}
 	for (guint i = 0; dir->messages && i < dir->messages->len; i++) {
@@ -664,9 +648,11 @@ static GPtrArray *snapshot(ImapfsTree *tree, Mailbox *dir)
 			g_free(name);
 			continue;
 		}
-		message_attr(dir, info, &attr);
-		add_entry(out, name, &attr);
+		tree_message_attr(dir, info, &attr);
+		tree_add_entry(out, name, &attr);
+		g_hash_table_add(names, name);
 	}
+	tree_pending_list_locked(tree, dir, out, names);
 	return out;
 }
 
@@ -675,23 +661,23 @@ GPtrArray *imapfs_tree_readdir(ImapfsTree *tree, guint64 ino, GError **error)
 	g_autofree char *path = NULL;
 
 	g_mutex_lock(&tree->lock);
-	Mailbox *dir = dir_of(tree, ino);
+	Mailbox *dir = tree_dir_of(tree, ino);
 	if (dir && dir->present)
 		path = g_strdup(dir->path);
 	g_mutex_unlock(&tree->lock);
 	if (path == NULL) {
-		fail_noent(error, "directory");
+		tree_fail_noent(error, "directory");
 		return NULL;
 	}
 	if (!refresh_list(tree, error) ||
-	    !refresh_messages(tree, path, DIR_FRESH_US, error))
+	    !tree_refresh_messages(tree, path, DIR_FRESH_US, error))
 		return NULL;
 	g_mutex_lock(&tree->lock);
 	dir = g_hash_table_lookup(tree->by_path, path);
 	GPtrArray *out = dir ? snapshot(tree, dir) : NULL;
 	g_mutex_unlock(&tree->lock);
 	if (out == NULL)
-		fail_noent(error, path);
+		tree_fail_noent(error, path);
 	return out;
 }
 
@@ -705,8 +691,8 @@ static gboolean message_key(ImapfsTree *tree, guint64 ino,
 	ImapfsMessageInfo *info = NULL;
 
 	g_mutex_lock(&tree->lock);
-	if (decode_message(tree, ino, &m, &key->uid))
-		info = find_message(m, key->uid);
+	if (tree_decode_message(tree, ino, &m, &key->uid))
+		info = tree_find_message(m, key->uid);
 	if (info) {
 		key->mailbox = g_strdup(m->server_name);
 		key->uidvalidity = m->state.uidvalidity;
@@ -716,7 +702,7 @@ static gboolean message_key(ImapfsTree *tree, guint64 ino,
 			*checked_r = info->checked;
 	}
 	g_mutex_unlock(&tree->lock);
-	return info != NULL || fail_noent(error, "message");
+	return info != NULL || tree_fail_noent(error, "message");
 }
 
 /* Remembers the size the data showed; returns whether an earlier open
@@ -737,8 +723,8 @@ static gboolean correct_size(ImapfsTree *tree, guint64 ino, guint64 listed,
 	}
 	if (known)
 		known[1] = size;
-	if (decode_message(tree, ino, &m, &uid)) {
-		ImapfsMessageInfo *info = find_message(m, uid);
+	if (tree_decode_message(tree, ino, &m, &uid)) {
+		ImapfsMessageInfo *info = tree_find_message(m, uid);
 		if (info) {
 			info->size = size;
 			info->checked = TRUE;
@@ -806,7 +792,7 @@ static void build_by_name(Mailbox *m)
 static gint64 order_index(Mailbox *m, int order, guint32 uid)
 {
 	if (order == ORDER_UID) {
-		ImapfsMessageInfo *info = find_message(m, uid);
+		ImapfsMessageInfo *info = tree_find_message(m, uid);
 		return info ? info - &g_array_index(m->messages,
 						    ImapfsMessageInfo, 0)
 			    : -1;
@@ -831,7 +817,7 @@ static const ImapfsMessageInfo *order_nth(Mailbox *m, int order, guint i)
 {
 	if (order == ORDER_UID)
 		return &g_array_index(m->messages, ImapfsMessageInfo, i);
-	return find_message(m, m->by_name[i]);
+	return tree_find_message(m, m->by_name[i]);
 }
 
 /* Whether opening @uid follows on from the last open, in either order
@@ -899,7 +885,7 @@ static void prefetch_after(ImapfsTree *tree, guint64 ino)
 	guint32 planned = 0;
 
 	g_mutex_lock(&tree->lock);
-	if (decode_message(tree, ino, &m, &uid)) {
+	if (tree_decode_message(tree, ino, &m, &uid)) {
 		plan_prefetch(m, uid, items);
 		planned = m->ahead_uid;
 		server_name = g_strdup(m->server_name);
@@ -965,6 +951,8 @@ gssize imapfs_tree_read(ImapfsTree *tree, guint64 ino, guint64 offset,
 {
 	ImapfsMessageKey key = {0};
 
+	if (imapfs_tree_is_pending(tree, ino))
+		return tree_pending_read(tree, ino, offset, len, buf, error);
 	if (!message_key(tree, ino, &key, NULL, NULL, error))
 		return -1;
 	g_autofree char *name = (char *)key.mailbox;

@@ -20,13 +20,20 @@ G_BEGIN_DECLS
 typedef struct ImapfsFs ImapfsFs;
 
 typedef struct {
-	uid_t uid;    /* owner shown for every file (-o uid=) */
-	gid_t gid;    /* -o gid= */
-	mode_t umask; /* -o umask=, applied to 0555/0444 */
+	uid_t uid;	    /* owner shown for every file (-o uid=) */
+	gid_t gid;	    /* -o gid= */
+	mode_t umask;	    /* -o umask=, applied to 0755/0644 */
+	gboolean read_only; /* -o ro: 0555/0444 instead */
 } ImapfsFsOwner;
 
 ImapfsFs *imapfs_fs_new(ImapfsTree *tree, const ImapfsFsOwner *owner);
 void imapfs_fs_free(ImapfsFs *fs);
+
+/* The session, for telling the kernel of names that changed (after a
+ * rename the kernel's idea of the target name is wrong: a message never
+ * replaces another). The notices are sent from a thread of their own,
+ * started on first use, never from a request handler. */
+void imapfs_fs_set_session(ImapfsFs *fs, struct fuse_session *se);
 
 /* The operations table; its userdata must be an ImapfsFs. */
 const struct fuse_lowlevel_ops *imapfs_fs_ops(void);

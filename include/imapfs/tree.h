@@ -39,6 +39,7 @@ typedef struct ImapfsTree ImapfsTree;
 typedef enum {
 	IMAPFS_NODE_DIR,
 	IMAPFS_NODE_MESSAGE,
+	IMAPFS_NODE_PENDING, /* a new message being written (see below) */
 } ImapfsNodeKind;
 
 typedef struct {
@@ -91,6 +92,109 @@ gboolean imapfs_tree_open(ImapfsTree *tree, guint64 ino, guint64 *size_r,
 gssize imapfs_tree_read(ImapfsTree *tree, guint64 ino, guint64 offset,
 			gsize len, char *buf, ImapfsReadahead *ra,
 			GError **error);
+
+/* --- changes ---------------------------------------------------------------
+ *
+ * Every change goes to the server at once (or at close, for a new
+ * message) and either happens completely or fails with the reason; none
+ * is ever queued. On a read-only mount each fails with READONLY before
+ * anything is sent. Afterwards the tree shows the change at once: a
+ * removed name is gone, and the listing of each mailbox involved is
+ * asked again on its next readdir.
+ *
+ * A new message is a "pending" file: its bytes go to a private temporary
+ * file (unlinked at once) and are APPENDed when the file is flushed
+ * (close()), with the mtime and user.imap.flags set on it before. It then
+ * shows as <UID>.eml; the name it was written under stays reachable by
+ * lookup (not by readdir) for a few seconds, so that rsync can rename its
+ * temporary file, and a rename of it within its directory just drops that
+ * name.
+ */
+
+typedef struct {
+	gboolean set_size;
+	guint64 size;
+	gboolean set_mtime;
+	gint64 mtime;
+	gboolean set_other; /* mode or owner: messages have none to change */
+} ImapfsSetAttr;
+
+/* Creates the pending file @name in mailbox directory @parent, open once.
+ * NOTPERMITTED where no message can be stored (the root, \Noselect). */
+gboolean imapfs_tree_create(ImapfsTree *tree, guint64 parent, const char *name,
+			    ImapfsAttr *attr, GError **error);
+
+/* Opens an existing file: for writing (@write), only a pending one not
+ * stored yet (@trunc empties it); a message is never written
+ * (NOTPERMITTED). Pending files count their opens. */
+gboolean imapfs_tree_open_pending(ImapfsTree *tree, guint64 ino, gboolean write,
+				  gboolean trunc, GError **error);
+
+/* Whether @ino is a pending file (opened with imapfs_tree_open_pending,
+ * released with imapfs_tree_release). */
+gboolean imapfs_tree_is_pending(ImapfsTree *tree, guint64 ino);
+
+/* Writes into pending file @ino. Returns bytes written or -1. */
+gssize imapfs_tree_write(ImapfsTree *tree, guint64 ino, guint64 offset,
+			 const char *buf, gsize len, GError **error);
+
+/* Stores pending file @ino on the server if it holds news (close()):
+ * APPEND, or UID COPY for a whole message copied with
+ * imapfs_tree_copy_range(). Fails with what the server said (OVERQUOTA,
+ * TOOBIG, NONEXISTENT, ...): the message is then not on the server. A
+ * file that was never written is not stored. */
+gboolean imapfs_tree_flush(ImapfsTree *tree, guint64 ino, GError **error);
+
+/* One open of pending file @ino ends. */
+void imapfs_tree_release(ImapfsTree *tree, guint64 ino);
+
+/* setattr: size and mtime of a pending file; for a message only an
+ * unchanged size passes (NOTPERMITTED otherwise). @attr gets the result. */
+gboolean imapfs_tree_setattr(ImapfsTree *tree, guint64 ino,
+			     const ImapfsSetAttr *set, ImapfsAttr *attr,
+			     GError **error);
+
+/*
+ * copy_file_range from message @in at @off_in to pending file @out at
+ * @off_out: a whole message copied to the start of an empty pending file
+ * is only noted, and stored with UID COPY at flush (no download, no
+ * upload); anything else is copied through the cache. *copied_r gets the
+ * bytes copied (0 at the end of @in).
+ */
+gboolean imapfs_tree_copy_range(ImapfsTree *tree, guint64 in, guint64 off_in,
+				guint64 out, guint64 off_out, gsize len,
+				gsize *copied_r, GError **error);
+
+/* rm: the message expunged (UID STORE \Deleted + UID EXPUNGE of that
+ * UID only), or with delete=trash moved to the \Trash mailbox. */
+gboolean imapfs_tree_unlink(ImapfsTree *tree, guint64 parent, const char *name,
+			    GError **error);
+
+/* mv: a message to another mailbox (UID MOVE, else COPY + STORE +
+ * UID EXPUNGE; CROSSDEVICE without UIDPLUS), or a mailbox directory
+ * (RENAME). Never replaces what is at the target: the message shows
+ * under its new UID. NOTPERMITTED within one mailbox and for INBOX. */
+gboolean imapfs_tree_rename(ImapfsTree *tree, guint64 parent, const char *name,
+			    guint64 newparent, const char *newname,
+			    GError **error);
+
+/* mkdir = CREATE; rmdir = DELETE, NOTEMPTY while the server says the
+ * mailbox has messages or children. */
+gboolean imapfs_tree_mkdir(ImapfsTree *tree, guint64 parent, const char *name,
+			   ImapfsAttr *attr, GError **error);
+gboolean imapfs_tree_rmdir(ImapfsTree *tree, guint64 parent, const char *name,
+			   GError **error);
+
+/* user.imap.flags of message or pending file @ino, from memory (no
+ * round trip): a new string, flags separated by single spaces. NONEXISTENT
+ * for anything else. */
+char *imapfs_tree_get_flags(ImapfsTree *tree, guint64 ino, GError **error);
+
+/* Replaces the flags (UID STORE FLAGS, conditional with CONDSTORE:
+ * MODIFIED when another client changed the message meanwhile). INVALID
+ * for bad flag syntax. "" clears them. */
+gboolean imapfs_tree_set_flags(ImapfsTree *tree, guint64 ino, const char *flags,
+			       GError **error);
 
 void imapfs_dir_entry_free(gpointer entry);
 

@@ -1,9 +1,10 @@
 # SPDX-License-Identifier: GPL-2.0-or-later
-"""The mount is read-only for now: every write fails with EROFS and the
-server is left exactly as it was."""
+"""With -o ro every change fails with EROFS, the server is left exactly
+as it was, and no command that changes anything is ever sent."""
 
 import errno
 import os
+import re
 
 import pytest
 
@@ -48,7 +49,7 @@ def server_state(server):
 @pytest.mark.parametrize('cmd', WRITES.values(), ids=list(WRITES))
 def test_write_fails_with_erofs(mount, server, corpus, cmd):
     before = server_state(server)
-    m = mount()
+    m = mount(options=ro_options(server), debug=True)
     r = tool(*cmd, check=False, cwd=m.mountpoint)
     assert r.returncode != 0
     assert b'Read-only file system' in r.stderr, r.stderr
@@ -57,10 +58,29 @@ def test_write_fails_with_erofs(mount, server, corpus, cmd):
         corpus['INBOX'].messages[1].data
     assert not os.path.lexists(os.path.join(m.mountpoint, 'INBOX/new.eml'))
     assert server_state(server) == before
+    assert_no_changes_sent(m)
 
 
-def test_syscalls_return_erofs(mnt):
-    root = mnt.mountpoint
+def ro_options(server):
+    return ['cafile=' + server.cafile, 'ro']
+
+
+# Every command that changes something on the server, or could (SELECT).
+CHANGING = ('APPEND', 'STORE', 'EXPUNGE', 'MOVE', 'COPY', 'CREATE',
+            'DELETE', 'RENAME', 'SELECT')
+
+
+def assert_no_changes_sent(m):
+    sent = re.findall(r'\bC: A\d+ (.*)', m.stderr())
+    assert any(c.startswith('EXAMINE ') for c in sent), sent
+    bad = [c for c in sent
+           if set(c.upper().split()[:2]) & set(CHANGING)]
+    assert bad == []
+
+
+def test_syscalls_return_erofs(mount, server):
+    m = mount(options=ro_options(server), debug=True)
+    root = m.mountpoint
     msg = os.path.join(root, 'INBOX', UID1)
     attempts = {
         'open O_CREAT': lambda: os.open(os.path.join(root, 'INBOX/n.eml'),
@@ -75,6 +95,10 @@ def test_syscalls_return_erofs(mnt):
         'truncate': lambda: os.truncate(msg, 0),
         'mknod': lambda: os.mknod(os.path.join(root, 'INBOX/fifo'),
                                   0o600 | 0o010000),
+        'setxattr': lambda: os.setxattr(msg, 'user.imap.flags', b'\\Seen'),
+        'removexattr': lambda: os.removexattr(msg, 'user.imap.flags'),
+        'chmod': lambda: os.chmod(msg, 0o600),
+        'utime': lambda: os.utime(msg, (0, 0)),
     }
     wrong = {}
     for name, call in attempts.items():
@@ -88,3 +112,7 @@ def test_syscalls_return_erofs(mnt):
                 os.close(fd)
             wrong[name] = 'succeeded'
     assert wrong == {}
+    assert_no_changes_sent(m)
+    # Read-only shows in the modes too.
+    assert os.stat(msg).st_mode & 0o777 == 0o444
+    assert os.stat(os.path.join(root, 'INBOX')).st_mode & 0o777 == 0o555

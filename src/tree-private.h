@@ -1,0 +1,109 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/*
+ * Internals shared by the files of the tree module: tree.c (names,
+ * listings, reads) and tree-write.c (changes). Everything marked "Called
+ * locked" expects tree->lock held.
+ */
+#pragma once
+
+#include <glib.h>
+
+#include "imapfs/tree.h"
+
+#define SLOT_SHIFT 40
+#define UID_SHIFT 8
+#define KIND_MESSAGE 1
+#define KIND_PENDING 2
+/* A directory listing younger than this is reused by lookup without
+ * asking the server. */
+#define LOOKUP_FRESH_US (2 * G_TIME_SPAN_SECOND)
+
+/* A directory: the mount root, a mailbox, or a level that only exists as
+ * the parent of mailboxes. Never freed before the tree, since the kernel
+ * may still hold its inode number. */
+typedef struct {
+	guint32 slot;
+	char *path;	   /* escaped names joined by '/'; "" = root */
+	char *parent_path; /* NULL for the root */
+	char *file_name;   /* last element of path */
+	char *server_name; /* NULL: nothing to EXAMINE here */
+	gboolean selectable;
+	gboolean present; /* in the latest LIST (or the root) */
+	GArray *messages; /* ImapfsMessageInfo by UID; NULL: not loaded */
+	ImapfsMailboxState state;
+	gint64 listed_at; /* monotonic time of the listing */
+	/* Prefetch: messages opened in listing order (by UID, or by name as
+	 * rsync and restic sort) make the next ones worth fetching ahead. */
+	guint32 *by_name;  /* UIDs sorted by file name; NULL: not built */
+	guint32 last_uid;  /* the message opened last */
+	guint streak;	   /* opens that followed on in @order */
+	int order;	   /* ORDER_UID or ORDER_NAME */
+	guint32 ahead_uid; /* prefetch was asked up to here in @order */
+} Mailbox;
+
+struct ImapfsTree {
+	const ImapfsConfig *cfg;
+	ImapfsPool *pool;
+	ImapfsBlockCache *cache;
+	ImapfsDiskCache *disk; /* listings between mounts; may be NULL */
+	gint64 mount_time;
+	char **root_levels; /* the URL's /MAILBOX split, or NULL */
+	GMutex lock;
+	GPtrArray *slots;    /* Mailbox *, index = slot; protected by lock */
+	GHashTable *by_path; /* path -> current Mailbox *; protected by lock */
+	/* message ino -> the size its data showed, where RFC822.SIZE was
+	 * wrong; survives listing refreshes. Protected by lock. */
+	GHashTable *corrected;
+	GHashTable *warned; /* server names already warned about; by lock */
+	gint64 listed_at;   /* last LIST; protected by lock */
+	/* What LIST taught about the namespace; protected by lock. */
+	char delim;	  /* hierarchy delimiter ('\0': flat) */
+	gboolean utf8;	  /* names are UTF-8 (UTF8=ACCEPT), not mUTF-7 */
+	char *trash_name; /* server name of the \Trash mailbox, or NULL */
+	/* Messages being written (Pending *), by inode number; by lock. */
+	GHashTable *pending;
+	guint32 pending_seq; /* the last pending inode's number; by lock */
+};
+
+typedef struct Pending Pending;
+
+guint64 tree_dir_ino(const Mailbox *m);
+guint64 tree_message_ino(const Mailbox *m, guint32 uid);
+/* The directory @ino names, or NULL. Called locked. */
+Mailbox *tree_dir_of(ImapfsTree *tree, guint64 ino);
+/* The mailbox and UID of message @ino; FALSE if it is not one. Called
+ * locked. */
+gboolean tree_decode_message(ImapfsTree *tree, guint64 ino, Mailbox **m_r,
+			     guint32 *uid_r);
+ImapfsMessageInfo *tree_find_message(Mailbox *m, guint32 uid);
+void tree_dir_attr(ImapfsTree *tree, const Mailbox *m, ImapfsAttr *attr);
+void tree_message_attr(const Mailbox *m, const ImapfsMessageInfo *info,
+		       ImapfsAttr *attr);
+gboolean tree_fail_noent(GError **error, const char *what);
+char *tree_child_path(const Mailbox *parent, const char *name);
+/* "123.eml" -> 123; FALSE for anything else, including "0123.eml". */
+gboolean tree_parse_message_name(const char *name, guint32 *uid_r);
+/* Looks @name up among what is already known. Called locked. */
+gboolean tree_lookup_locked(ImapfsTree *tree, Mailbox *dir, const char *name,
+			    ImapfsAttr *attr);
+/* Makes sure the listing of the mailbox at @path is at most @max_age_us
+ * old (0: ask the server in any case). */
+gboolean tree_refresh_messages(ImapfsTree *tree, const char *path,
+			       gint64 max_age_us, GError **error);
+
+/* tree-write.c: messages being written. */
+void tree_pending_free(gpointer pending);
+/* The pending file @name in @dir (not one already renamed away).
+ * Called locked. */
+gboolean tree_pending_lookup_locked(ImapfsTree *tree, Mailbox *dir,
+				    const char *name, ImapfsAttr *attr);
+gboolean tree_pending_getattr_locked(ImapfsTree *tree, guint64 ino,
+				     ImapfsAttr *attr);
+/* Adds to @out the files of @dir still being written, skipping names in
+ * @names. Called locked. */
+void tree_pending_list_locked(ImapfsTree *tree, Mailbox *dir, GPtrArray *out,
+			      GHashTable *names);
+/* Reads pending file @ino (its temporary file). */
+gssize tree_pending_read(ImapfsTree *tree, guint64 ino, guint64 offset,
+			 gsize len, char *buf, GError **error);
+void tree_add_entry(GPtrArray *out, char *name, const ImapfsAttr *attr);
