@@ -1000,12 +1000,19 @@ static gboolean fetch_func(ImapfsSession *s, gpointer data, GError **error)
 {
 	FetchBodies *fb = data;
 
+	guint32 newest = 0;
+
 	/* A retry on another connection starts over (a window already
 	 * handed to done is simply fetched again and ignored there). */
 	for (guint i = 0; i < fb->n; i++) {
 		g_byte_array_set_size(fb->w[i].out, 0);
 		fb->w[i].found = FALSE;
+		newest = MAX(newest, fb->w[i].uid);
 	}
+	/* A message newer than this session's view of the mailbox would
+	 * come back as "no such message". */
+	if (!imapfs_session_catch_up(s, newest, error))
+		return FALSE;
 	return imapfs_session_fetch_bodies(s, fb->w, fb->n, fb->done,
 					   fb->done_data, error);
 }

@@ -2244,6 +2244,17 @@ gboolean imapfs_session_rename(ImapfsSession *s, const char *from,
 	return run_named(s, "RENAME", from, to, error);
 }
 
+gboolean imapfs_session_catch_up(ImapfsSession *s, guint32 uid, GError **error)
+{
+	if (s->selected == NULL || (s->mbox.uidnext && uid < s->mbox.uidnext))
+		return TRUE;
+	if (s->mbox.uidnext == 0)
+		return run_simple(s, "NOOP", error);
+	g_autofree char *mailbox = g_strdup(s->selected);
+	return s->writable ? imapfs_session_select(s, mailbox, NULL, error)
+			   : imapfs_session_examine(s, mailbox, NULL, error);
+}
+
 typedef struct {
 	const char *mailbox;
 	gboolean found;
@@ -2279,6 +2290,13 @@ gboolean imapfs_session_status(ImapfsSession *s, const char *mailbox,
 	Command cmd = {"STATUS", on_status, NULL, &r};
 
 	memset(st, 0, sizeof(*st));
+	/* On the selected mailbox STATUS may answer from this session's
+	 * view, missing what other clients just did (RFC 3501 6.3.10 says
+	 * not to ask it there): rmdir would then DELETE a mailbox that has
+	 * just received mail. */
+	if (s->selected && same_mailbox(s->selected, mailbox) &&
+	    !leave_selected(s, error))
+		return FALSE;
 	if (!build_quoted(s, line, mailbox, error))
 		return FALSE;
 	g_string_append(line, " (MESSAGES UIDNEXT UIDVALIDITY)");

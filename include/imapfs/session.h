@@ -324,6 +324,16 @@ gboolean imapfs_session_delete(ImapfsSession *session, const char *mailbox,
 gboolean imapfs_session_rename(ImapfsSession *session, const char *from,
 			       const char *to, GError **error);
 
+/*
+ * A session that has had a mailbox open for a while has not heard of the
+ * messages added since (on another connection, or by another client) and
+ * a UID command naming one of them silently does nothing. When @uid is
+ * not below the UIDNEXT this session knows, the mailbox is opened again
+ * (SELECT or EXAMINE, as before; NOOP when the server gave no UIDNEXT).
+ */
+gboolean imapfs_session_catch_up(ImapfsSession *session, guint32 uid,
+				 GError **error);
+
 typedef struct {
 	guint32 messages;
 	guint32 uidnext;
