@@ -32,6 +32,9 @@ typedef struct {
 	GArray *messages; /* ImapfsMessageInfo by UID; NULL: not loaded */
 	ImapfsMailboxState state;
 	gint64 listed_at; /* monotonic time of the listing */
+	/* Bumped by each change made through the mount: a refresh that
+	 * began before it must not count as fresh. */
+	guint changes;
 	/* Prefetch: messages opened in listing order (by UID, or by name as
 	 * rsync and restic sort) make the next ones worth fetching ahead. */
 	guint32 *by_name;  /* UIDs sorted by file name; NULL: not built */
@@ -90,6 +93,10 @@ gboolean tree_lookup_locked(ImapfsTree *tree, Mailbox *dir, const char *name,
  * old (0: ask the server in any case). */
 gboolean tree_refresh_messages(ImapfsTree *tree, const char *path,
 			       gint64 max_age_us, GError **error);
+
+/* Makes the next readdir or lookup of @m ask the server, even if a
+ * refresh running now finishes later. Called locked. */
+void tree_mark_stale(Mailbox *m);
 
 /* tree-write.c: messages being written. */
 void tree_pending_free(gpointer pending);

@@ -126,6 +126,9 @@ static void pending_attr(const Pending *pd, ImapfsAttr *attr)
 gboolean tree_pending_lookup_locked(ImapfsTree *tree, Mailbox *dir,
 				    const char *name, ImapfsAttr *attr)
 {
+	/* Lookups come often enough to let expired names (and their
+	 * temporary files) go without a timer. */
+	sweep(tree);
 	Pending *pd = pending_named(tree, dir->path, name);
 
 	if (pd)
@@ -228,7 +231,7 @@ static void mark_stale(ImapfsTree *tree, const char *path)
 	Mailbox *m = g_hash_table_lookup(tree->by_path, path);
 
 	if (m)
-		m->listed_at = 0;
+		tree_mark_stale(m);
 }
 
 /* Removes @uid from the listing of the mailbox at @path: its name is
@@ -245,7 +248,7 @@ static void forget_message(ImapfsTree *tree, const char *path, guint32 uid)
 		g_clear_pointer(&m->by_name, g_free);
 	}
 	if (m)
-		m->listed_at = 0;
+		tree_mark_stale(m);
 	g_mutex_unlock(&tree->lock);
 }
 
@@ -523,7 +526,8 @@ static gboolean copy_func(ImapfsSession *s, gpointer data, GError **error)
 {
 	StoreJob *j = data;
 
-	return imapfs_session_copy(s, j->copy.uid, j->mailbox, &j->got, error);
+	return imapfs_session_catch_up(s, j->copy.uid, error) &&
+	       imapfs_session_copy(s, j->copy.uid, j->mailbox, &j->got, error);
 }
 
 typedef struct {
@@ -537,7 +541,8 @@ static gboolean flags_func(ImapfsSession *s, gpointer data, GError **error)
 {
 	FlagsJob *j = data;
 
-	return imapfs_session_store_flags(s, j->uid, j->flags,
+	return imapfs_session_catch_up(s, j->uid, error) &&
+	       imapfs_session_store_flags(s, j->uid, j->flags,
 					  j->unchangedsince, &j->modseq, error);
 }
 
@@ -680,7 +685,8 @@ gboolean imapfs_tree_copy_range(ImapfsTree *tree, guint64 in, guint64 off_in,
 
 typedef struct {
 	guint32 uid;
-	char *dest; /* server name; NULL: expunge */
+	char *dest;	/* server name; NULL: expunge */
+	gboolean taken; /* the target name is another message's */
 	ImapfsNewUid got;
 } MoveJob;
 
@@ -708,7 +714,8 @@ static gboolean delete_func(ImapfsSession *s, gpointer data, GError **error)
 {
 	MoveJob *j = data;
 
-	return imapfs_session_set_deleted(s, j->uid, TRUE, error) &&
+	return imapfs_session_catch_up(s, j->uid, error) &&
+	       imapfs_session_set_deleted(s, j->uid, TRUE, error) &&
 	       expunge_one(s, j->uid, error);
 }
 
@@ -729,11 +736,19 @@ static gboolean move_func(ImapfsSession *s, gpointer data, GError **error)
 {
 	MoveJob *j = data;
 
+	if (!imapfs_session_catch_up(s, j->uid, error))
+		return FALSE;
 	if (imapfs_session_has(s, IMAPFS_CAP_MOVE))
 		return imapfs_session_move(s, j->uid, j->dest, &j->got, error);
 	if (imapfs_session_has(s, IMAPFS_CAP_UIDPLUS))
 		return copy_delete(s, j, error);
-	/* mv then copies and deletes by itself, through APPEND and rm. */
+	/* mv then copies and deletes by itself, but first unlinks what has
+	 * the target name: another message, which must not go. */
+	if (j->taken)
+		return fail(error, IMAPFS_ERROR_ALREADYEXISTS,
+			    "cannot move the message",
+			    "the server has neither MOVE nor UIDPLUS, and the "
+			    "target name is another message's");
 	return fail(error, IMAPFS_ERROR_CROSSDEVICE, "cannot move the message",
 		    "the server has neither MOVE nor UIDPLUS");
 }
@@ -763,9 +778,10 @@ static gboolean find_named_message(ImapfsTree *tree, guint64 parent,
 static gboolean move_message(ImapfsTree *tree, const char *path,
 			     const char *server, guint32 uidvalidity,
 			     guint32 uid, const char *dest,
-			     const char *dest_path, GError **error)
+			     const char *dest_path, gboolean taken,
+			     GError **error)
 {
-	MoveJob j = {uid, (char *)dest, {0}};
+	MoveJob j = {uid, (char *)dest, taken, {0}};
 
 	if (!imapfs_pool_run_write(tree->pool, server, uidvalidity,
 				   dest ? move_func : delete_func, &j, error))
@@ -856,7 +872,7 @@ gboolean imapfs_tree_unlink(ImapfsTree *tree, guint64 parent, const char *name,
 	g_autofree char *trash_path =
 		trash ? path_of_server_name(tree, trash) : NULL;
 	return move_message(tree, path, server, uidvalidity, uid, trash,
-			    trash_path, error);
+			    trash_path, FALSE, error);
 }
 
 /* rename of a pending file: within its directory (rsync's temporary
@@ -921,6 +937,9 @@ gboolean imapfs_tree_rename(ImapfsTree *tree, guint64 parent, const char *name,
 		dest = store_target(tree, newdir->path, NULL);
 	if (dest)
 		dest_path = g_strdup(newdir->path);
+	ImapfsAttr there;
+	gboolean taken =
+		dest && tree_lookup_locked(tree, newdir, newname, &there);
 	g_mutex_unlock(&tree->lock);
 	if (done)
 		return ok;
@@ -940,7 +959,7 @@ gboolean imapfs_tree_rename(ImapfsTree *tree, guint64 parent, const char *name,
 			    "cannot move the message",
 			    "the target directory is not a mailbox");
 	return move_message(tree, path, server, uidvalidity, uid, dest,
-			    dest_path, error);
+			    dest_path, taken, error);
 }
 
 /* --- flags ------------------------------------------------------------------

@@ -369,6 +369,7 @@ typedef struct {
 	GArray *loaded; /* a listing read from the disk cache, or NULL */
 	ImapfsMailboxState loaded_state;
 	ImapfsListingDelta *delta;
+	guint changes; /* the mailbox's count of changes when it began */
 } IndexResult;
 
 static gboolean index_func(ImapfsSession *s, gpointer data, GError **error)
@@ -389,6 +390,7 @@ static Mailbox *renew_slot(ImapfsTree *tree, Mailbox *old)
 	Mailbox *m = add_mailbox(tree, old->path);
 	m->server_name = g_strdup(old->server_name);
 	m->selectable = old->selectable;
+	m->changes = old->changes;
 	old->present = FALSE;
 	g_clear_pointer(&old->messages, g_array_unref);
 	return m;
@@ -447,7 +449,8 @@ static GBytes *apply_index_locked(ImapfsTree *tree, Mailbox *m, IndexResult *r,
 		   m->state.exists != state->exists ||
 		   m->state.highestmodseq != state->highestmodseq;
 	m->state = *state;
-	m->listed_at = g_get_monotonic_time();
+	/* A change made meanwhile may not be in what the server said. */
+	m->listed_at = m->changes == r->changes ? g_get_monotonic_time() : 0;
 	g_clear_pointer(&m->by_name, g_free);
 	if (!changed || tree->disk == NULL || m->messages == NULL)
 		return NULL;
@@ -487,6 +490,12 @@ static void load_saved(ImapfsTree *tree, IndexResult *r)
 		imapfs_listing_base(&r->base, &r->loaded_state, r->loaded);
 }
 
+void tree_mark_stale(Mailbox *m)
+{
+	m->listed_at = 0;
+	m->changes++;
+}
+
 /* Makes sure the listing of the mailbox at @path is at most @max_age_us
  * old (0: ask the server in any case). */
 gboolean tree_refresh_messages(ImapfsTree *tree, const char *path,
@@ -501,6 +510,7 @@ gboolean tree_refresh_messages(ImapfsTree *tree, const char *path,
 			 g_get_monotonic_time() - m->listed_at < max_age_us);
 	if (!skip) {
 		r.server_name = g_strdup(m->server_name);
+		r.changes = m->changes;
 		imapfs_listing_base(&r.base, &m->state, m->messages);
 	}
 	g_mutex_unlock(&tree->lock);
