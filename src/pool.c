@@ -20,6 +20,9 @@ struct ImapfsPool {
 	guint limit;
 	gint64 limit_until; /* monotonic; 0: cfg->connections applies */
 	GPtrArray *warmers; /* GThread *, joined by free; protected by lock */
+	/* Sessions being opened, so unmounting can abort a login that
+	 * waits on a silent server; protected by lock */
+	GPtrArray *opening;
 	gboolean shut_down; /* protected by lock */
 };
 
@@ -39,6 +42,7 @@ ImapfsPool *imapfs_pool_new(const ImapfsConfig *cfg, ImapfsTlsContext *tls,
 	g_queue_init(&pool->idle);
 	pool->busy = g_ptr_array_new();
 	pool->warmers = g_ptr_array_new();
+	pool->opening = g_ptr_array_new();
 	return pool;
 }
 
@@ -51,6 +55,7 @@ void imapfs_pool_free(ImapfsPool *pool)
 	for (guint i = 0; i < pool->warmers->len; i++)
 		g_thread_join(pool->warmers->pdata[i]);
 	g_ptr_array_unref(pool->warmers);
+	g_ptr_array_unref(pool->opening);
 	while ((s = g_queue_pop_head(&pool->idle)))
 		imapfs_session_free(s);
 	g_ptr_array_unref(pool->busy);
@@ -69,6 +74,8 @@ void imapfs_pool_shutdown(ImapfsPool *pool)
 	pool->shut_down = TRUE;
 	for (guint i = 0; i < pool->busy->len; i++)
 		imapfs_session_abort(pool->busy->pdata[i]);
+	for (guint i = 0; i < pool->opening->len; i++)
+		imapfs_session_abort(pool->opening->pdata[i]);
 	g_cond_broadcast(&pool->available);
 	g_mutex_unlock(&pool->lock);
 }
@@ -117,7 +124,16 @@ static ImapfsSession *open_session(ImapfsPool *pool, gboolean *wait_r,
 
 	imapfs_trace(IMAPFS_TRACE_POOL, "pool: opening a connection");
 	*wait_r = FALSE;
-	if (!imapfs_session_open(s, &local)) {
+	g_mutex_lock(&pool->lock);
+	g_ptr_array_add(pool->opening, s);
+	if (pool->shut_down)
+		imapfs_session_abort(s);
+	g_mutex_unlock(&pool->lock);
+	gboolean opened = imapfs_session_open(s, &local);
+	g_mutex_lock(&pool->lock);
+	g_ptr_array_remove_fast(pool->opening, s);
+	g_mutex_unlock(&pool->lock);
+	if (!opened) {
 		imapfs_session_free(s);
 		g_mutex_lock(&pool->lock);
 		pool->count--;

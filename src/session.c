@@ -52,6 +52,7 @@ struct ImapfsSession {
 	CodeWatch *watch;  /* the command in flight's, or NULL */
 	ImapfsMailboxState mbox;
 	char *bye_text; /* set when the server said BYE */
+	gint aborted;	/* atomic: imapfs_session_abort() was called */
 };
 
 static const char *state_name(ImapfsSessionState state)
@@ -138,8 +139,13 @@ const ImapfsMailboxState *imapfs_session_state(ImapfsSession *s)
 
 void imapfs_session_abort(ImapfsSession *s)
 {
-	if (s->stream)
-		imapfs_stream_abort(s->stream);
+	ImapfsStream *stream = g_atomic_pointer_get(&s->stream);
+
+	/* Also while still connecting: connect_stream() looks at it once
+	 * the stream exists. */
+	g_atomic_int_set(&s->aborted, 1);
+	if (stream)
+		imapfs_stream_abort(stream);
 }
 
 /* --- transport ----------------------------------------------------------- */
@@ -873,12 +879,15 @@ static gboolean connect_stream(ImapfsSession *s, GError **error)
 	guint timeout_ms = s->cfg->timeout * 1000;
 
 	enter_state(s, IMAPFS_SESSION_CONNECTING);
-	s->stream = imapfs_stream_connect(s->cfg->host, s->cfg->port,
-					  timeout_ms, error);
-	if (s->stream == NULL) {
+	ImapfsStream *stream = imapfs_stream_connect(s->cfg->host, s->cfg->port,
+						     timeout_ms, error);
+	if (stream == NULL) {
 		set_broken(s);
 		return FALSE;
 	}
+	g_atomic_pointer_set(&s->stream, stream);
+	if (g_atomic_int_get(&s->aborted))
+		imapfs_stream_abort(stream);
 	if (s->cfg->implicit_tls && !tls_handshake(s, error))
 		return FALSE;
 	return TRUE;
