@@ -571,6 +571,17 @@ static void reply_xattr_data(fuse_req_t req, const char *data, size_t len,
 		fuse_reply_buf(req, data, len);
 }
 
+/* The attribute @name of @ino, or NULL. */
+static char *find_xattr(GPtrArray *xattrs, const char *name)
+{
+	for (guint i = 0; xattrs && i < xattrs->len; i++) {
+		ImapfsXattr *x = xattrs->pdata[i];
+		if (strcmp(x->name, name) == 0)
+			return g_strdup(x->value);
+	}
+	return NULL;
+}
+
 static void op_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name,
 			size_t size)
 {
@@ -583,25 +594,32 @@ static void op_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name,
 		fuse_reply_err(req, EOPNOTSUPP);
 		return;
 	}
-	g_autofree char *flags =
-		strcmp(name, FLAGS_XATTR) == 0
-			? imapfs_tree_get_flags(fs_of(req)->tree, ino, NULL)
-			: NULL;
-	if (flags == NULL)
+	g_autoptr(GPtrArray) xattrs =
+		imapfs_tree_xattrs(fs_of(req)->tree, ino, NULL);
+	g_autofree char *value = find_xattr(xattrs, name);
+	if (value == NULL)
 		fuse_reply_err(req, ENODATA);
 	else
-		reply_xattr_data(req, flags, strlen(flags), size);
+		reply_xattr_data(req, value, strlen(value), size);
 }
 
 static void op_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size)
 {
-	g_autofree char *flags =
-		imapfs_tree_get_flags(fs_of(req)->tree, ino, NULL);
+	GError *error = NULL;
+	g_autoptr(GPtrArray) xattrs =
+		imapfs_tree_xattrs(fs_of(req)->tree, ino, &error);
+	g_autoptr(GString) names = g_string_new(NULL);
 
-	if (flags)
-		reply_xattr_data(req, FLAGS_XATTR, sizeof(FLAGS_XATTR), size);
-	else
-		reply_xattr_data(req, NULL, 0, size);
+	if (xattrs == NULL) {
+		reply_error(req, "listxattr", error);
+		return;
+	}
+	/* Names one after another, each with its NUL. */
+	for (guint i = 0; i < xattrs->len; i++) {
+		const char *name = ((ImapfsXattr *)xattrs->pdata[i])->name;
+		g_string_append_len(names, name, strlen(name) + 1);
+	}
+	reply_xattr_data(req, names->str, names->len, size);
 }
 
 /* Replies EROFS on a read-only mount; TRUE when the caller may go on. */

@@ -960,7 +960,30 @@ void imapfs_list_entry_free(gpointer p)
 	ImapfsListEntry *e = p;
 
 	g_free(e->name);
+	g_free(e->special_use);
 	g_free(e);
+}
+
+/* The RFC 6154 attributes among @attrs, in the spelling RFC 6154 gives,
+ * separated by spaces; NULL when there is none. */
+static char *special_use(GPtrArray *attrs)
+{
+	static const char *const known[] = {
+		"\\All",  "\\Archive", "\\Drafts", "\\Flagged",
+		"\\Junk", "\\Sent",    "\\Trash"};
+	GString *out = NULL;
+
+	for (guint i = 0; attrs && i < attrs->len; i++)
+		for (gsize k = 0; k < G_N_ELEMENTS(known); k++) {
+			if (!imapfs_arg_is_atom(attrs->pdata[i], known[k]))
+				continue;
+			if (out == NULL)
+				out = g_string_new(NULL);
+			else
+				g_string_append_c(out, ' ');
+			g_string_append(out, known[k]);
+		}
+	return out ? g_string_free(out, FALSE) : NULL;
 }
 
 static guint list_flags(GPtrArray *attrs)
@@ -1005,6 +1028,7 @@ static void on_list(ImapfsSession *s, ImapfsResponse *resp, gpointer ctx)
 							 : g_strdup(name);
 	e->delim = delim ? delim[0] : '\0';
 	e->flags = list_flags(imapfs_arg_list(a->pdata[1]));
+	e->special_use = special_use(imapfs_arg_list(a->pdata[1]));
 	g_ptr_array_add(out, e);
 }
 

@@ -27,6 +27,7 @@ typedef struct {
 	char *parent_path; /* NULL for the root */
 	char *file_name;   /* last element of path */
 	char *server_name; /* NULL: nothing to EXAMINE here */
+	char *special_use; /* RFC 6154 attributes from LIST, or NULL */
 	gboolean selectable;
 	gboolean present; /* in the latest LIST (or the root) */
 	GArray *messages; /* ImapfsMessageInfo by UID; NULL: not loaded */

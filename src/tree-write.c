@@ -1091,6 +1091,7 @@ gboolean imapfs_tree_set_flags(ImapfsTree *tree, guint64 ino, const char *flags,
 	ImapfsMessageKey key = {0};
 	FlagsJob j = {0};
 	gboolean done = FALSE, ok = FALSE;
+	ImapfsAttr attr;
 	Mailbox *m;
 
 	if (norm == NULL || !check_writable(tree, error))
@@ -1112,6 +1113,10 @@ gboolean imapfs_tree_set_flags(ImapfsTree *tree, guint64 ino, const char *flags,
 	g_autofree char *server = (char *)key.mailbox;
 	if (done)
 		return ok;
+	if (server == NULL && imapfs_tree_getattr(tree, ino, &attr, NULL) &&
+	    attr.kind == IMAPFS_NODE_DIR)
+		return fail(error, IMAPFS_ERROR_UNSUPPORTED, "cannot set flags",
+			    "a mailbox has none");
 	if (server == NULL)
 		return tree_fail_noent(error, "message");
 	j.uid = key.uid;

@@ -25,6 +25,7 @@ static void mailbox_free(gpointer p)
 	g_free(m->parent_path);
 	g_free(m->file_name);
 	g_free(m->server_name);
+	g_free(m->special_use);
 	if (m->messages)
 		g_array_unref(m->messages);
 	g_free(m->by_name);
@@ -285,6 +286,8 @@ static void apply_entry(ImapfsTree *tree, const ImapfsListEntry *e,
 	g_free(m->server_name);
 	m->server_name = g_strdup(e->name);
 	m->selectable = !(e->flags & IMAPFS_MBOX_NOSELECT);
+	g_free(m->special_use);
+	m->special_use = g_strdup(e->special_use);
 }
 
 /* What mkdir and rm with delete=trash need: the delimiter, the name
@@ -320,6 +323,7 @@ static gboolean apply_list(ImapfsTree *tree, ListResult *r, GError **error)
 		if (*m->path)
 			m->present = FALSE;
 		g_clear_pointer(&m->server_name, g_free);
+		g_clear_pointer(&m->special_use, g_free);
 		m->selectable = FALSE;
 	}
 	for (guint i = 0; i < r->entries->len; i++)
@@ -390,6 +394,7 @@ static Mailbox *renew_slot(ImapfsTree *tree, Mailbox *old)
 	Mailbox *m = add_mailbox(tree, old->path);
 	m->server_name = g_strdup(old->server_name);
 	m->selectable = old->selectable;
+	m->special_use = g_strdup(old->special_use);
 	m->changes = old->changes;
 	old->present = FALSE;
 	g_clear_pointer(&old->messages, g_array_unref);

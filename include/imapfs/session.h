@@ -72,9 +72,11 @@ typedef enum {
 } ImapfsMailboxFlags;
 
 typedef struct {
-	char *name;  /* as the server sent it (modified UTF-7 or UTF-8) */
-	char delim;  /* hierarchy delimiter, '\0' for NIL */
-	guint flags; /* ImapfsMailboxFlags */
+	char *name;	   /* as the server sent it (modified UTF-7 or UTF-8) */
+	char delim;	   /* hierarchy delimiter, '\0' for NIL */
+	guint flags;	   /* ImapfsMailboxFlags */
+	char *special_use; /* "\Sent" etc. (RFC 6154), space separated, or
+			      NULL */
 } ImapfsListEntry;
 
 /* What EXAMINE/SELECT reported, kept current by untagged EXISTS. */

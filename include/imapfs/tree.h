@@ -196,6 +196,26 @@ char *imapfs_tree_get_flags(ImapfsTree *tree, guint64 ino, GError **error);
 gboolean imapfs_tree_set_flags(ImapfsTree *tree, guint64 ino, const char *flags,
 			       GError **error);
 
+/* --- extended attributes ---------------------------------------------------
+ */
+
+typedef struct {
+	char *name; /* "user.imap.uid", ... */
+	char *value;
+} ImapfsXattr;
+
+/*
+ * The extended attributes @ino has, exactly those with a value, from what
+ * the listing already holds (no round trip, except to load the listing
+ * of a mailbox directory not listed yet): on a message user.imap.flags,
+ * .uid, .uidvalidity, .internaldate (RFC 3339, UTC) and .modseq (with
+ * CONDSTORE); on a file being written user.imap.flags; on a mailbox
+ * directory user.imap.uidvalidity, .uidnext, .messages, .unseen and
+ * .special-use (when LIST gave one). An array of ImapfsXattr * (free
+ * function set), possibly empty; NULL with NONEXISTENT for no such inode.
+ */
+GPtrArray *imapfs_tree_xattrs(ImapfsTree *tree, guint64 ino, GError **error);
+
 void imapfs_dir_entry_free(gpointer entry);
 
 G_DEFINE_AUTOPTR_CLEANUP_FUNC(ImapfsTree, imapfs_tree_free)

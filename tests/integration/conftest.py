@@ -97,6 +97,12 @@ def fresh_server(ca):
 
 
 @pytest.fixture
+def trash_server(ca):
+    """A small private server with a \\Trash special-use mailbox."""
+    yield from _fresh(ca, trash=True)
+
+
+@pytest.fixture
 def plain_server(ca):
     """`ssl = no`: plain imap only, STARTTLS is not offered."""
     yield from _fresh(ca, tls=False)
