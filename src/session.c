@@ -6,6 +6,7 @@
 
 #include <openssl/crypto.h>
 
+#include "imapfs/bodystructure.h"
 #include "imapfs/error.h"
 #include "imapfs/imap-parser.h"
 #include "imapfs/log.h"
@@ -964,6 +965,18 @@ void imapfs_list_entry_free(gpointer p)
 	g_free(e);
 }
 
+/* Appends @item to the list in @out, after @sep unless it is the first;
+ * creates @out when NULL. Returns @out. */
+static GString *add_to_list(GString *out, const char *sep, const char *item)
+{
+	if (out == NULL)
+		out = g_string_new(NULL);
+	else if (out->len)
+		g_string_append(out, sep);
+	g_string_append(out, item);
+	return out;
+}
+
 /* The RFC 6154 attributes among @attrs, in the spelling RFC 6154 gives,
  * separated by spaces; NULL when there is none. */
 static char *special_use(GPtrArray *attrs)
@@ -974,15 +987,9 @@ static char *special_use(GPtrArray *attrs)
 	GString *out = NULL;
 
 	for (guint i = 0; attrs && i < attrs->len; i++)
-		for (gsize k = 0; k < G_N_ELEMENTS(known); k++) {
-			if (!imapfs_arg_is_atom(attrs->pdata[i], known[k]))
-				continue;
-			if (out == NULL)
-				out = g_string_new(NULL);
-			else
-				g_string_append_c(out, ' ');
-			g_string_append(out, known[k]);
-		}
+		for (gsize k = 0; k < G_N_ELEMENTS(known); k++)
+			if (imapfs_arg_is_atom(attrs->pdata[i], known[k]))
+				out = add_to_list(out, " ", known[k]);
 	return out ? g_string_free(out, FALSE) : NULL;
 }
 
@@ -1181,11 +1188,8 @@ static char *join_flags(const ImapfsArg *flags)
 
 	for (guint i = 0; list && i < list->len; i++) {
 		const char *f = imapfs_arg_str(list->pdata[i]);
-		if (f == NULL)
-			continue;
-		if (out->len)
-			g_string_append_c(out, ' ');
-		g_string_append(out, f);
+		if (f)
+			add_to_list(out, " ", f);
 	}
 	return g_string_free(g_steal_pointer(&out), FALSE);
 }
@@ -1323,6 +1327,142 @@ GArray *imapfs_session_fetch_index_range(ImapfsSession *s, guint32 first,
 		return NULL;
 	}
 	sort_unique(out);
+	return g_steal_pointer(&out);
+}
+
+/* --- ENVELOPE and BODYSTRUCTURE ------------------------------------------ */
+
+void imapfs_message_meta_free(gpointer p)
+{
+	ImapfsMessageMeta *m = p;
+
+	if (m == NULL)
+		return;
+	g_free(m->envelope.date);
+	g_free(m->envelope.subject);
+	g_free(m->envelope.message_id);
+	g_free(m->envelope.from);
+	g_free(m->envelope.to);
+	g_free(m->envelope.cc);
+	imapfs_part_free(m->structure);
+	g_free(m);
+}
+
+/* A string field of ENVELOPE: NULL for NIL or anything else odd. */
+static char *env_string(const ImapfsArg *arg)
+{
+	const char *s = arg ? imapfs_arg_str(arg) : NULL;
+
+	return s && *s ? g_strdup(s) : NULL;
+}
+
+/* One address (name adl mailbox host) as "name <mailbox@host>"; group
+ * markers (host NIL, RFC 3501 7.4.2) give NULL. */
+static char *env_address(const ImapfsArg *arg)
+{
+	GPtrArray *a = imapfs_arg_list(arg);
+
+	if (a == NULL || a->len < 4)
+		return NULL;
+	const char *name = imapfs_arg_str(a->pdata[0]);
+	const char *box = imapfs_arg_str(a->pdata[2]);
+	const char *host = imapfs_arg_str(a->pdata[3]);
+	if (box == NULL || host == NULL)
+		return NULL;
+	if (name && *name)
+		return g_strdup_printf("%s <%s@%s>", name, box, host);
+	return g_strdup_printf("%s@%s", box, host);
+}
+
+/* An address list as "a, b"; NULL when it holds none. */
+static char *env_addresses(const ImapfsArg *arg)
+{
+	GPtrArray *list = arg ? imapfs_arg_list(arg) : NULL;
+	g_autoptr(GString) out = g_string_new(NULL);
+
+	for (guint i = 0; list && i < list->len; i++) {
+		g_autofree char *one = env_address(list->pdata[i]);
+		if (one)
+			add_to_list(out, ", ", one);
+	}
+	return out->len ? g_string_free(g_steal_pointer(&out), FALSE) : NULL;
+}
+
+/* ENVELOPE: (date subject from sender reply-to to cc bcc in-reply-to
+ * message-id); a short or odd one leaves the fields it lacks NULL. */
+static void parse_envelope(const ImapfsArg *arg, ImapfsEnvelope *env)
+{
+	GPtrArray *e = arg ? imapfs_arg_list(arg) : NULL;
+	guint n = e ? e->len : 0;
+
+	env->date = n > 0 ? env_string(e->pdata[0]) : NULL;
+	env->subject = n > 1 ? env_string(e->pdata[1]) : NULL;
+	env->from = n > 2 ? env_addresses(e->pdata[2]) : NULL;
+	env->to = n > 5 ? env_addresses(e->pdata[5]) : NULL;
+	env->cc = n > 6 ? env_addresses(e->pdata[6]) : NULL;
+	env->message_id = n > 9 ? env_string(e->pdata[9]) : NULL;
+}
+
+typedef struct {
+	GPtrArray *out;
+	guint limit;
+	gboolean overflow;
+} MetaFetch;
+
+static void on_meta(ImapfsSession *s, ImapfsResponse *resp, gpointer ctx)
+{
+	MetaFetch *mf = ctx;
+	GPtrArray *items = fetch_items(resp);
+	guint32 uid;
+
+	if (items == NULL || !arg_u32(fetch_item(items, "UID"), &uid) ||
+	    (fetch_item(items, "ENVELOPE") == NULL &&
+	     fetch_item(items, "BODYSTRUCTURE") == NULL))
+		return;
+	if (mf->out->len >= mf->limit) {
+		mf->overflow = TRUE;
+		return;
+	}
+	ImapfsMessageMeta *m = g_new0(ImapfsMessageMeta, 1);
+	m->uid = uid;
+	parse_envelope(fetch_item(items, "ENVELOPE"), &m->envelope);
+	const ImapfsArg *bs = fetch_item(items, "BODYSTRUCTURE");
+	/* A structure the server got wrong costs that message its parts
+	 * directory, nothing else. */
+	m->structure = bs ? imapfs_bodystructure_parse(bs, NULL) : NULL;
+	g_ptr_array_add(mf->out, m);
+}
+
+static gint cmp_meta(gconstpointer a, gconstpointer b)
+{
+	guint32 x = (*(ImapfsMessageMeta *const *)a)->uid;
+	guint32 y = (*(ImapfsMessageMeta *const *)b)->uid;
+
+	return x < y ? -1 : x > y;
+}
+
+GPtrArray *imapfs_session_fetch_meta(ImapfsSession *s, guint32 first,
+				     GError **error)
+{
+	g_autoptr(GPtrArray) out =
+		g_ptr_array_new_with_free_func(imapfs_message_meta_free);
+	MetaFetch mf = {out, result_limit(s), FALSE};
+	Command cmd = {"UID FETCH", on_meta, NULL, &mf};
+
+	g_autofree char *line = g_strdup_printf(
+		"UID FETCH %u:* (UID ENVELOPE BODYSTRUCTURE)", MAX(first, 1));
+
+	/* "n:*" also returns the last message when all UIDs are below n. */
+	if (s->mbox.exists > 0 && !run(s, line, NULL, &cmd, error))
+		return NULL;
+	for (guint i = out->len; i-- > 0;)
+		if (((ImapfsMessageMeta *)out->pdata[i])->uid < first)
+			g_ptr_array_remove_index_fast(out, i);
+	if (mf.overflow) {
+		fail_overflow(s, error);
+		return NULL;
+	}
+	g_ptr_array_sort(out, cmp_meta);
 	return g_steal_pointer(&out);
 }
 

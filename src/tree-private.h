@@ -36,6 +36,10 @@ typedef struct {
 	/* Bumped by each change made through the mount: a refresh that
 	 * began before it must not count as fresh. */
 	guint changes;
+	/* ENVELOPE and BODYSTRUCTURE by UID (ImapfsMessageMeta *), fetched
+	 * for the whole mailbox when first needed; NULL until then. */
+	GHashTable *meta;
+	guint32 meta_next; /* UIDs below this were asked for */
 	/* Prefetch: messages opened in listing order (by UID, or by name as
 	 * rsync and restic sort) make the next ones worth fetching ahead. */
 	guint32 *by_name;  /* UIDs sorted by file name; NULL: not built */

@@ -3,6 +3,7 @@
 #include <string.h>
 
 #include "imapfs/error.h"
+#include "imapfs/mime.h"
 #include "tree-private.h"
 
 static void xattr_free(gpointer p)
@@ -56,6 +57,26 @@ static void message_xattrs(const Mailbox *m, const ImapfsMessageInfo *info,
 		    g_strdup_printf("%" G_GUINT64_FORMAT, info->modseq));
 }
 
+/* Adds user.mail.@name, decoded to UTF-8, when ENVELOPE had it. */
+static void add_mail(GPtrArray *out, const char *name, const char *raw)
+{
+	g_autofree char *full = g_strconcat("user.mail.", name, NULL);
+
+	if (raw)
+		add(out, full, imapfs_mime_decode_header(raw));
+}
+
+/* Called locked. */
+static void envelope_xattrs(const ImapfsEnvelope *env, GPtrArray *out)
+{
+	add_mail(out, "subject", env->subject);
+	add_mail(out, "from", env->from);
+	add_mail(out, "to", env->to);
+	add_mail(out, "cc", env->cc);
+	add_mail(out, "date", env->date);
+	add_mail(out, "message-id", env->message_id);
+}
+
 /* Called locked. */
 static void mailbox_xattrs(const Mailbox *m, GPtrArray *out)
 {
@@ -77,6 +98,77 @@ static void mailbox_xattrs(const Mailbox *m, GPtrArray *out)
 	}
 	if (m->special_use && m->server_name)
 		add(out, "user.imap.special-use", g_strdup(m->special_use));
+}
+
+typedef struct {
+	guint32 first;
+	GPtrArray *got;
+} MetaJob;
+
+static gboolean meta_func(ImapfsSession *s, gpointer data, GError **error)
+{
+	MetaJob *j = data;
+
+	if (j->got)
+		g_ptr_array_unref(j->got);
+	j->got = imapfs_session_fetch_meta(s, j->first, error);
+	return j->got != NULL;
+}
+
+/* Keeps what came, for the UIDs the listing still has. Called locked. */
+static void store_meta(Mailbox *m, guint32 uidvalidity, MetaJob *j)
+{
+	if (m->state.uidvalidity != uidvalidity)
+		return; /* recreated meanwhile: ask again next time */
+	if (m->meta == NULL)
+		m->meta = g_hash_table_new_full(NULL, NULL, NULL,
+						imapfs_message_meta_free);
+	for (guint i = 0; i < j->got->len; i++) {
+		ImapfsMessageMeta *meta = j->got->pdata[i];
+		g_hash_table_replace(m->meta, GUINT_TO_POINTER(meta->uid),
+				     meta);
+		j->got->pdata[i] = NULL;
+	}
+	m->meta_next = MAX(m->meta_next, j->first);
+	for (guint i = 0; i < m->messages->len; i++)
+		m->meta_next = MAX(
+			m->meta_next,
+			g_array_index(m->messages, ImapfsMessageInfo, i).uid +
+				1);
+}
+
+/*
+ * ENVELOPE and BODYSTRUCTURE of the messages of message @ino's mailbox
+ * that the tree has not asked for yet, in one command for all of them:
+ * getfattr over a whole mailbox costs one command, not one per file.
+ * Failures only leave the user.mail.* attributes out.
+ */
+static void load_meta(ImapfsTree *tree, guint64 ino)
+{
+	g_autofree char *server = NULL;
+	guint32 uidvalidity = 0, uid;
+	MetaJob j = {0};
+	Mailbox *m;
+
+	g_mutex_lock(&tree->lock);
+	if (tree_decode_message(tree, ino, &m, &uid) && m->server_name &&
+	    m->messages && uid >= m->meta_next) {
+		server = g_strdup(m->server_name);
+		uidvalidity = m->state.uidvalidity;
+		j.first = m->meta_next;
+	}
+	g_mutex_unlock(&tree->lock);
+	if (server == NULL || !imapfs_pool_run(tree->pool, server, uidvalidity,
+					       TRUE, meta_func, &j, NULL)) {
+		if (j.got)
+			g_ptr_array_unref(j.got);
+		return;
+	}
+	g_mutex_lock(&tree->lock);
+	if (tree_decode_message(tree, ino, &m, &uid) && m->messages)
+		store_meta(m, uidvalidity, &j);
+	g_mutex_unlock(&tree->lock);
+	g_ptr_array_unref(j.got);
 }
 
 /* A mailbox directory's listing, loaded if it is not yet. */
@@ -101,17 +193,25 @@ GPtrArray *imapfs_tree_xattrs(ImapfsTree *tree, guint64 ino, GError **error)
 	Mailbox *m;
 	guint32 uid;
 
-	if (!imapfs_tree_is_pending(tree, ino))
+	if (!imapfs_tree_is_pending(tree, ino)) {
 		load_listing(tree, ino);
+		load_meta(tree, ino);
+	}
 	char *flags = imapfs_tree_get_flags(tree, ino, NULL);
 	g_mutex_lock(&tree->lock);
 	ImapfsMessageInfo *info = NULL;
 	if ((m = tree_dir_of(tree, ino)) != NULL)
 		mailbox_xattrs(m, out);
 	else if (tree_decode_message(tree, ino, &m, &uid) &&
-		 (info = tree_find_message(m, uid)) != NULL && flags)
+		 (info = tree_find_message(m, uid)) != NULL && flags) {
 		message_xattrs(m, info, g_steal_pointer(&flags), out);
-	else if (flags)
+		ImapfsMessageMeta *meta =
+			m->meta ? g_hash_table_lookup(m->meta,
+						      GUINT_TO_POINTER(uid))
+				: NULL;
+		if (meta)
+			envelope_xattrs(&meta->envelope, out);
+	} else if (flags)
 		add(out, "user.imap.flags", g_steal_pointer(&flags));
 	else
 		found = FALSE;

@@ -26,6 +26,8 @@ static void mailbox_free(gpointer p)
 	g_free(m->file_name);
 	g_free(m->server_name);
 	g_free(m->special_use);
+	if (m->meta)
+		g_hash_table_unref(m->meta);
 	if (m->messages)
 		g_array_unref(m->messages);
 	g_free(m->by_name);

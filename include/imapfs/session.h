@@ -19,6 +19,7 @@
 
 #include <glib.h>
 
+#include "imapfs/bodystructure.h"
 #include "imapfs/config.h"
 #include "imapfs/stream.h"
 
@@ -176,6 +177,33 @@ GArray *imapfs_session_search_uids(ImapfsSession *session, guint32 last,
 
 /* TRUE once CONDSTORE is enabled: EXAMINE reports HIGHESTMODSEQ. */
 gboolean imapfs_session_condstore(ImapfsSession *session);
+
+/* What ENVELOPE says, as sent: header values may still hold RFC 2047
+ * encoded words. NULL for NIL or empty. */
+typedef struct {
+	char *date;
+	char *subject;
+	char *message_id;
+	char *from; /* "Name <box@host>, box@host": the names as sent */
+	char *to;
+	char *cc;
+} ImapfsEnvelope;
+
+typedef struct {
+	guint32 uid;
+	ImapfsEnvelope envelope;
+	ImapfsPart *structure; /* NULL when the server's was unreadable */
+} ImapfsMessageMeta;
+
+/*
+ * UID FETCH @first:* (UID ENVELOPE BODYSTRUCTURE) on the selected mailbox,
+ * in one command: a GPtrArray of ImapfsMessageMeta * by ascending UID
+ * (free function set), only UIDs from @first on. A BODYSTRUCTURE the
+ * parser refuses leaves structure NULL for that message only.
+ */
+GPtrArray *imapfs_session_fetch_meta(ImapfsSession *session, guint32 first,
+				     GError **error);
+void imapfs_message_meta_free(gpointer meta);
 
 void imapfs_message_info_clear(gpointer info);
 

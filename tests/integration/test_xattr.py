@@ -1,10 +1,10 @@
 # SPDX-License-Identifier: GPL-2.0-or-later
-"""Extended attributes from what the listing holds: on message files
-user.imap.{flags,uid,uidvalidity,internaldate,modseq}, on mailbox
-directories user.imap.{uidvalidity,uidnext,messages,unseen,special-use},
-each checked against the server through imaplib; exactly the names with
-a value are listed, unknown ones are ENODATA, and reading them costs no
-command per file."""
+"""Extended attributes: on message files user.imap.{flags,uid,uidvalidity,
+internaldate,modseq} from the listing and user.mail.* from ENVELOPE
+(decoded to UTF-8), on mailbox directories user.imap.{uidvalidity,
+uidnext,messages,unseen,special-use}, each checked against the server
+through imaplib; exactly the names with a value are listed, unknown ones
+are ENODATA, and reading them costs no command per file."""
 
 import datetime
 import errno
@@ -18,6 +18,8 @@ from imapfs_fixtures import tool
 
 MESSAGE_NAMES = {'user.imap.flags', 'user.imap.uid', 'user.imap.uidvalidity',
                  'user.imap.internaldate', 'user.imap.modseq'}
+MAIL_NAMES = {'user.mail.subject', 'user.mail.from', 'user.mail.to',
+              'user.mail.cc', 'user.mail.date', 'user.mail.message-id'}
 MAILBOX_NAMES = {'user.imap.uidvalidity', 'user.imap.uidnext',
                  'user.imap.messages', 'user.imap.unseen'}
 
@@ -46,7 +48,8 @@ def test_message_attributes_match_the_server(mount, trash_server):
     st = status(srv, 'INBOX')
     for uid, msg in sorted(box.messages.items())[:6]:
         got = xattrs(os.path.join(m.mountpoint, 'INBOX', msg.filename))
-        assert set(got) == MESSAGE_NAMES
+        assert set(got) - MAIL_NAMES == MESSAGE_NAMES
+        assert 'user.mail.subject' in got
         assert got['user.imap.uid'] == str(uid)
         assert got['user.imap.uidvalidity'] == str(st['UIDVALIDITY'])
         when = datetime.datetime.fromtimestamp(msg.internaldate,
@@ -97,3 +100,45 @@ def test_getfattr_of_a_whole_mailbox_costs_no_command_per_file(mount, server,
     assert out.count('# file: ') == n
     assert out.count('user.imap.uid=') == n
     assert len(re.findall(r'\bC: A\d+ ', m.stderr())) - before <= 4
+
+
+MAIL = (b'Date: Tue, 4 Jun 2024 10:00:00 +0200\r\n'
+        b'From: =?iso-8859-1?Q?J=F6rg_M=FCller?= <joerg@example.org>\r\n'
+        b'To: a@example.org, "Bob B." <bob@example.org>\r\n'
+        b'Cc: =?UTF-8?B?5pel5pys?= <nihon@example.jp>\r\n'
+        b'Subject: =?UTF-8?Q?Gr=C3=BC=C3=9Fe_aus?= =?UTF-8?Q?_M=C3=BCnchen?=\r\n'
+        b'Message-ID: <xattr-1@imapfs.test>\r\n'
+        b'\r\n'
+        b'Hallo.\r\n')
+
+
+def test_mail_attributes_are_decoded_envelope_fields(mount, fresh_server):
+    srv = fresh_server
+    c = srv.client()
+    try:
+        F.imap_check(c.append('INBOX', None, None, MAIL), 'APPEND')
+        uidnext = int(re.search(rb'UIDNEXT (\d+)', F.imap_check(
+            c.status('INBOX', '(UIDNEXT)'), 'STATUS')[0]).group(1))
+    finally:
+        c.logout()
+    m = mount(server=srv)
+    got = xattrs(os.path.join(m.mountpoint, 'INBOX', '%d.eml' %
+                              (uidnext - 1)))
+    assert got['user.mail.subject'] == 'Grüße aus München'
+    assert got['user.mail.from'] == 'Jörg Müller <joerg@example.org>'
+    assert got['user.mail.to'] == 'a@example.org, Bob B. <bob@example.org>'
+    assert got['user.mail.cc'] == '日本 <nihon@example.jp>'
+    assert got['user.mail.date'] == 'Tue, 4 Jun 2024 10:00:00 +0200'
+    assert got['user.mail.message-id'] == '<xattr-1@imapfs.test>'
+
+
+def test_mail_attributes_cost_one_command_per_mailbox(mount, server, corpus):
+    m = mount(debug=True)
+    bulk = os.path.join(m.mountpoint, 'Bulk')
+    os.listdir(bulk)
+    r = tool('sh', '-c', 'getfattr -n user.mail.subject *.eml', cwd=bulk)
+    assert r.stdout.decode().count('user.mail.subject=') == \
+        len(corpus['Bulk'].messages)
+    envelopes = re.findall(r'\bC: A\d+ UID FETCH \S+ \(UID ENVELOPE',
+                           m.stderr())
+    assert len(envelopes) == 1
