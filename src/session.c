@@ -251,6 +251,7 @@ static void set_capabilities(ImapfsSession *s, GPtrArray *words, guint first)
 		{"LIST-EXTENDED", IMAPFS_CAP_LIST_EXTENDED},
 		{"LITERAL-", IMAPFS_CAP_LITERAL_MINUS},
 		{"UNSELECT", IMAPFS_CAP_UNSELECT},
+		{"OBJECTID", IMAPFS_CAP_OBJECTID},
 	};
 
 	s->caps = 0;
@@ -1345,6 +1346,7 @@ void imapfs_message_meta_free(gpointer p)
 	g_free(m->envelope.to);
 	g_free(m->envelope.cc);
 	imapfs_part_free(m->structure);
+	g_free(m->emailid);
 	g_free(m);
 }
 
@@ -1403,6 +1405,23 @@ static void parse_envelope(const ImapfsArg *arg, ImapfsEnvelope *env)
 	env->message_id = n > 9 ? env_string(e->pdata[9]) : NULL;
 }
 
+/* "EMAILID (M6d99ac3275bb4e)" (RFC 8474 5.1): an objectid is 1 to 255
+ * characters from [A-Za-z0-9_-]; anything else is ignored. */
+static char *emailid(const ImapfsArg *arg)
+{
+	GPtrArray *list = arg ? imapfs_arg_list(arg) : NULL;
+	const char *id =
+		list && list->len == 1 ? imapfs_arg_str(list->pdata[0]) : NULL;
+	gsize len = id ? strlen(id) : 0;
+
+	if (len == 0 || len > 255)
+		return NULL;
+	for (const char *p = id; *p; p++)
+		if (!g_ascii_isalnum(*p) && *p != '_' && *p != '-')
+			return NULL;
+	return g_strdup(id);
+}
+
 typedef struct {
 	GPtrArray *out;
 	guint limit;
@@ -1430,6 +1449,7 @@ static void on_meta(ImapfsSession *s, ImapfsResponse *resp, gpointer ctx)
 	/* A structure the server got wrong costs that message its parts
 	 * directory, nothing else. */
 	m->structure = bs ? imapfs_bodystructure_parse(bs, NULL) : NULL;
+	m->emailid = emailid(fetch_item(items, "EMAILID"));
 	g_ptr_array_add(mf->out, m);
 }
 
@@ -1450,7 +1470,8 @@ GPtrArray *imapfs_session_fetch_meta(ImapfsSession *s, guint32 first,
 	Command cmd = {"UID FETCH", on_meta, NULL, &mf};
 
 	g_autofree char *line = g_strdup_printf(
-		"UID FETCH %u:* (UID ENVELOPE BODYSTRUCTURE)", MAX(first, 1));
+		"UID FETCH %u:* (UID ENVELOPE BODYSTRUCTURE%s)", MAX(first, 1),
+		imapfs_session_has(s, IMAPFS_CAP_OBJECTID) ? " EMAILID" : "");
 
 	/* "n:*" also returns the last message when all UIDs are below n. */
 	if (s->mbox.exists > 0 && !run(s, line, NULL, &cmd, error))

@@ -209,6 +209,8 @@ GPtrArray *imapfs_tree_xattrs(ImapfsTree *tree, guint64 ino, GError **error)
 			m->meta ? g_hash_table_lookup(m->meta,
 						      GUINT_TO_POINTER(uid))
 				: NULL;
+		if (meta && meta->emailid)
+			add(out, "user.imap.emailid", g_strdup(meta->emailid));
 		if (meta)
 			envelope_xattrs(&meta->envelope, out);
 	} else if (flags)

@@ -60,6 +60,7 @@ typedef enum {
 	IMAPFS_CAP_LIST_EXTENDED = 1 << 18,
 	IMAPFS_CAP_LITERAL_MINUS = 1 << 19,
 	IMAPFS_CAP_UNSELECT = 1 << 20,
+	IMAPFS_CAP_OBJECTID = 1 << 21,
 } ImapfsCapability;
 
 /* LIST attributes imapfs uses. */
@@ -193,10 +194,12 @@ typedef struct {
 	guint32 uid;
 	ImapfsEnvelope envelope;
 	ImapfsPart *structure; /* NULL when the server's was unreadable */
+	char *emailid;	       /* OBJECTID (RFC 8474), or NULL */
 } ImapfsMessageMeta;
 
 /*
- * UID FETCH @first:* (UID ENVELOPE BODYSTRUCTURE) on the selected mailbox,
+ * UID FETCH @first:* (UID ENVELOPE BODYSTRUCTURE), with EMAILID when the
+ * server has OBJECTID, on the selected mailbox,
  * in one command: a GPtrArray of ImapfsMessageMeta * by ascending UID
  * (free function set), only UIDs from @first on. A BODYSTRUCTURE the
  * parser refuses leaves structure NULL for that message only.
