@@ -39,6 +39,12 @@ typedef struct {
 /* An open message file. */
 typedef struct {
 	ImapfsReadahead ra; /* shared by the handle's concurrent reads */
+	/* A new message: whether this handle writes, and who opened it.
+	 * A child that inherited the descriptor (the shell's
+	 * "{ cat a; cat b; } > f") closes it long before the writing is
+	 * done: only the opener's close() stores the message. */
+	gboolean writable;
+	pid_t opener;
 } OpenFile;
 
 ImapfsFs *imapfs_fs_new(ImapfsTree *tree, const ImapfsFsOwner *owner)
@@ -87,7 +93,9 @@ int imapfs_fs_errno(const GError *error)
 	case IMAPFS_ERROR_TOOBIG:
 		return EFBIG;
 	case IMAPFS_ERROR_MODIFIED:
-		return EAGAIN;
+		return EBUSY;
+	case IMAPFS_ERROR_BUSY:
+		return EBUSY;
 	case IMAPFS_ERROR_READONLY:
 		return EROFS;
 	case IMAPFS_ERROR_NOTEMPTY:
@@ -444,6 +452,8 @@ static void open_pending(fuse_req_t req, fuse_ino_t ino,
 		return;
 	}
 	OpenFile *of = new_open_file(fs, 0);
+	of->writable = wants_write(fi);
+	of->opener = fuse_req_ctx(req)->pid;
 	fi->direct_io = 1;
 	fi->fh = (uint64_t)(uintptr_t)of;
 	if (fuse_reply_open(req, fi) != 0) {
@@ -514,10 +524,12 @@ static void op_write(fuse_req_t req, fuse_ino_t ino, const char *buf,
  * say whether it got there. */
 static void op_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
+	OpenFile *of = (OpenFile *)(uintptr_t)fi->fh;
 	GError *error = NULL;
 
-	if (imapfs_tree_is_pending(fs_of(req)->tree, ino) &&
-	    !imapfs_tree_flush(fs_of(req)->tree, ino, &error))
+	if (imapfs_tree_is_pending(fs_of(req)->tree, ino) && of->writable &&
+	    fuse_req_ctx(req)->pid == of->opener &&
+	    !imapfs_tree_flush(fs_of(req)->tree, ino, TRUE, &error))
 		reply_error(req, "close", error);
 	else
 		fuse_reply_err(req, 0);
@@ -528,9 +540,21 @@ static void op_release(fuse_req_t req, fuse_ino_t ino,
 {
 	ImapfsFs *fs = fs_of(req);
 
+	OpenFile *of = (OpenFile *)(uintptr_t)fi->fh;
+	GError *error = NULL;
+
+	/* The last close of a handle whose opener never closed it (it
+	 * exited after handing it on): store now, or nobody will. Nobody
+	 * can be told of a failure any more but the log. A failed store
+	 * is not tried again: that close() already said it failed. */
+	if (imapfs_tree_is_pending(fs->tree, ino) && of->writable &&
+	    !imapfs_tree_flush(fs->tree, ino, FALSE, &error)) {
+		g_warning("%s", error->message);
+		g_clear_error(&error);
+	}
 	if (imapfs_tree_is_pending(fs->tree, ino))
 		imapfs_tree_release(fs->tree, ino);
-	forget_open_file(fs, (OpenFile *)(uintptr_t)fi->fh);
+	forget_open_file(fs, of);
 	fuse_reply_err(req, 0);
 }
 
@@ -683,17 +707,20 @@ static void op_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent,
 	refuse_kind(req);
 }
 
-static void reply_new_entry(fuse_req_t req, const ImapfsAttr *attr,
-			    struct fuse_file_info *fi)
+/* FALSE when the reply did not reach the kernel. */
+static gboolean reply_new_entry(fuse_req_t req, const ImapfsAttr *attr,
+				struct fuse_file_info *fi)
 {
 	ImapfsFs *fs = fs_of(req);
 	struct fuse_entry_param e;
 
 	fill_entry(fs, attr, &e);
 	count_lookup(fs, e.ino);
-	if ((fi ? fuse_reply_create(req, &e, fi) : fuse_reply_entry(req, &e)) !=
+	if ((fi ? fuse_reply_create(req, &e, fi) : fuse_reply_entry(req, &e)) ==
 	    0)
-		forget_one(fs, e.ino, 1);
+		return TRUE;
+	forget_one(fs, e.ino, 1);
+	return FALSE;
 }
 
 static void op_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name,
@@ -728,9 +755,15 @@ static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name,
 		return;
 	}
 	OpenFile *of = new_open_file(fs, 0);
+	of->writable = TRUE;
+	of->opener = fuse_req_ctx(req)->pid;
 	fi->direct_io = 1;
 	fi->fh = (uint64_t)(uintptr_t)of;
-	reply_new_entry(req, &attr, fi);
+	if (!reply_new_entry(req, &attr, fi)) {
+		/* Interrupted: the kernel has no handle to release. */
+		forget_open_file(fs, of);
+		imapfs_tree_release(fs->tree, attr.ino);
+	}
 }
 
 static void op_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)

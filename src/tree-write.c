@@ -36,6 +36,7 @@ struct Pending {
 	gboolean busy;	  /* being stored right now */
 	gboolean stored;  /* on the server */
 	gboolean dropped; /* unlinked while open: never store */
+	gboolean failed;  /* a store failed, and close() said so */
 	guint32 uid;	  /* once stored, when the server said (UIDPLUS) */
 	gint64 expires;	  /* monotonic; 0 while open */
 	/* A whole message copied with copy_file_range, stored by UID COPY. */
@@ -337,6 +338,7 @@ gboolean imapfs_tree_open_pending(ImapfsTree *tree, guint64 ino, gboolean write,
 		ok = TRUE;
 	if (ok && trunc && ftruncate(pd->fd, 0) == 0) {
 		pd->size = 0;
+		g_clear_pointer((char **)&pd->copy.mailbox, g_free);
 		memset(&pd->copy, 0, sizeof(pd->copy));
 	}
 	if (ok) {
@@ -352,12 +354,19 @@ gboolean imapfs_tree_open_pending(ImapfsTree *tree, guint64 ino, gboolean write,
 static gboolean materialize(ImapfsTree *tree, Pending *pd, GError **error)
 {
 	g_autofree char *buf = g_malloc(COPY_CHUNK);
-	guint64 off = 0;
+	ImapfsMessageKey key;
+	guint64 off = 0, size;
 
-	while (off < pd->copy_size) {
-		gssize n =
-			imapfs_block_cache_read(tree->cache, &pd->copy, off,
-						COPY_CHUNK, buf, NULL, error);
+	/* Reads and stores look at the copy under the lock. */
+	g_mutex_lock(&tree->lock);
+	key = pd->copy;
+	key.mailbox = g_strdup(pd->copy.mailbox);
+	size = pd->copy_size;
+	g_mutex_unlock(&tree->lock);
+	g_autofree char *name = (char *)key.mailbox;
+	while (off < size) {
+		gssize n = imapfs_block_cache_read(
+			tree->cache, &key, off, COPY_CHUNK, buf, NULL, error);
 		if (n < 0)
 			return FALSE;
 		if (n == 0)
@@ -368,9 +377,11 @@ static gboolean materialize(ImapfsTree *tree, Pending *pd, GError **error)
 				    g_strerror(errno));
 		off += n;
 	}
+	g_mutex_lock(&tree->lock);
 	g_clear_pointer((char **)&pd->copy.mailbox, g_free);
 	memset(&pd->copy, 0, sizeof(pd->copy));
 	pd->size = MAX(pd->size, off);
+	g_mutex_unlock(&tree->lock);
 	return TRUE;
 }
 
@@ -522,12 +533,25 @@ static gboolean append_func(ImapfsSession *s, gpointer data, GError **error)
 	return TRUE;
 }
 
+/* "OK No messages found" (Dovecot) is how a COPY or MOVE of a message
+ * expunged meanwhile ends: with UIDPLUS, an OK without COPYUID did
+ * nothing. */
+static gboolean check_copied(ImapfsSession *s, guint32 new_uid, GError **error)
+{
+	if (new_uid || !imapfs_session_has(s, IMAPFS_CAP_UIDPLUS))
+		return TRUE;
+	return fail(error, IMAPFS_ERROR_NONEXISTENT, "nothing copied",
+		    "the message is no longer on the server");
+}
+
 static gboolean copy_func(ImapfsSession *s, gpointer data, GError **error)
 {
 	StoreJob *j = data;
 
-	return imapfs_session_catch_up(s, j->copy.uid, error) &&
-	       imapfs_session_copy(s, j->copy.uid, j->mailbox, &j->got, error);
+	if (!imapfs_session_catch_up(s, j->copy.uid, error) ||
+	    !imapfs_session_copy(s, j->copy.uid, j->mailbox, &j->got, error))
+		return FALSE;
+	return check_copied(s, j->got.uid, error);
 }
 
 typedef struct {
@@ -556,8 +580,13 @@ static gboolean store_by_copy(ImapfsTree *tree, StoreJob *j, GError **error)
 	if (j->flags == NULL || j->got.uid == 0)
 		return TRUE;
 	FlagsJob f = {j->got.uid, j->flags, 0, 0};
-	return imapfs_pool_run_write(tree->pool, j->mailbox, j->got.uidvalidity,
-				     flags_func, &f, error);
+	g_autoptr(GError) local = NULL;
+	/* The copy is made: failing now would only invite a second one. */
+	if (!imapfs_pool_run_write(tree->pool, j->mailbox, j->got.uidvalidity,
+				   flags_func, &f, &local))
+		g_warning("copied to \"%s\", but its flags were not set: %s",
+			  j->mailbox, local->message);
+	return TRUE;
 }
 
 /* Takes what storing @pd needs, and marks it busy. Called locked. */
@@ -586,14 +615,15 @@ static void clear_job(StoreJob *j)
 	g_free((char *)j->copy.mailbox);
 }
 
-gboolean imapfs_tree_flush(ImapfsTree *tree, guint64 ino, GError **error)
+gboolean imapfs_tree_flush(ImapfsTree *tree, guint64 ino, gboolean retry,
+			   GError **error)
 {
 	StoreJob j = {0};
 
 	g_mutex_lock(&tree->lock);
 	Pending *pd = pending_of(tree, ino);
 	gboolean news = pd && !pd->stored && !pd->busy && !pd->dropped &&
-			(pd->dirty || pd->copy.uid) &&
+			(retry || !pd->failed) && (pd->dirty || pd->copy.uid) &&
 			(pd->size > 0 || pd->copy.uid);
 	gboolean ok = !news || start_store(tree, pd, &j, error);
 	g_mutex_unlock(&tree->lock);
@@ -609,6 +639,7 @@ gboolean imapfs_tree_flush(ImapfsTree *tree, guint64 ino, GError **error)
 		pd->dirty = FALSE;
 		pd->uid = j.got.uid;
 	}
+	pd->failed = !ok;
 	mark_stale(tree, pd->path);
 	g_mutex_unlock(&tree->lock);
 	if (!ok)
@@ -723,7 +754,8 @@ static gboolean delete_func(ImapfsSession *s, gpointer data, GError **error)
  * copy takes \Deleted back, so the source stays as it was. */
 static gboolean copy_delete(ImapfsSession *s, MoveJob *j, GError **error)
 {
-	if (!imapfs_session_copy(s, j->uid, j->dest, &j->got, error))
+	if (!imapfs_session_copy(s, j->uid, j->dest, &j->got, error) ||
+	    !check_copied(s, j->got.uid, error))
 		return FALSE;
 	if (imapfs_session_set_deleted(s, j->uid, TRUE, error) &&
 	    imapfs_session_uid_expunge(s, j->uid, error))
@@ -739,7 +771,9 @@ static gboolean move_func(ImapfsSession *s, gpointer data, GError **error)
 	if (!imapfs_session_catch_up(s, j->uid, error))
 		return FALSE;
 	if (imapfs_session_has(s, IMAPFS_CAP_MOVE))
-		return imapfs_session_move(s, j->uid, j->dest, &j->got, error);
+		return imapfs_session_move(s, j->uid, j->dest, &j->got,
+					   error) &&
+		       check_copied(s, j->got.uid, error);
 	if (imapfs_session_has(s, IMAPFS_CAP_UIDPLUS))
 		return copy_delete(s, j, error);
 	/* mv then copies and deletes by itself, but first unlinks what has
@@ -826,12 +860,16 @@ static char *path_of_server_name(ImapfsTree *tree, const char *server)
 /* unlink of a pending file: not stored yet, it is thrown away; stored,
  * the message goes too (it is what the name stood for). */
 static gboolean unlink_pending(ImapfsTree *tree, Mailbox *dir, const char *name,
-			       char **path_r, guint32 *uid_r)
+			       char **path_r, guint32 *uid_r, gboolean *busy_r)
 {
 	Pending *pd = pending_named(tree, dir->path, name);
 
 	if (pd == NULL)
 		return FALSE;
+	if (pd->busy) {
+		*busy_r = TRUE;
+		return TRUE;
+	}
 	g_clear_pointer(&pd->name, g_free);
 	*uid_r = pd->stored ? pd->uid : 0;
 	if (!pd->stored)
@@ -850,13 +888,19 @@ gboolean imapfs_tree_unlink(ImapfsTree *tree, guint64 parent, const char *name,
 		return FALSE;
 	g_mutex_lock(&tree->lock);
 	Mailbox *dir = tree_dir_of(tree, parent);
+	gboolean busy = FALSE;
 	gboolean was_pending =
-		dir && unlink_pending(tree, dir, name, &path, &uid);
+		dir && unlink_pending(tree, dir, name, &path, &uid, &busy);
 	if (was_pending && uid && dir->server_name) {
 		server = g_strdup(dir->server_name);
 		uidvalidity = dir->state.uidvalidity;
 	}
 	g_mutex_unlock(&tree->lock);
+	/* Being stored right now: whether it will be there is not known
+	 * yet, and rm must not report success for a message that lands. */
+	if (busy)
+		return fail(error, IMAPFS_ERROR_BUSY, "cannot remove",
+			    "the message is being stored");
 	if (was_pending && server == NULL)
 		return TRUE;
 	if (!was_pending &&
@@ -1123,12 +1167,14 @@ gboolean imapfs_tree_set_flags(ImapfsTree *tree, guint64 ino, const char *flags,
 	j.flags = norm;
 	if (!imapfs_pool_run_write(tree->pool, server, key.uidvalidity,
 				   flags_func, &j, error)) {
+		/* Another client changed it: learn its flags now, so
+		 * that a retry after a look at them can succeed. */
 		if (g_error_matches(*error, IMAPFS_ERROR,
 				    IMAPFS_ERROR_MODIFIED)) {
 			g_autofree char *path =
 				path_of_server_name(tree, server);
 			if (path)
-				mark_stale_unlocked(tree, path);
+				tree_refresh_messages(tree, path, 0, NULL);
 		}
 		return FALSE;
 	}
@@ -1186,8 +1232,9 @@ static char *new_mailbox_name(ImapfsTree *tree, guint64 parent,
 
 typedef struct {
 	const char *name;
-	const char *to; /* RENAME */
-	char delim;	/* DELETE: to ask for children */
+	const char *to;	     /* RENAME */
+	char delim;	     /* DELETE: to ask for children */
+	gboolean selectable; /* DELETE: \Noselect ones hold no messages */
 	guint32 messages;
 	gboolean children;
 } MailboxJob;
@@ -1239,9 +1286,10 @@ static gboolean emptiness_func(ImapfsSession *s, gpointer data, GError **error)
 {
 	MailboxJob *j = data;
 
-	ImapfsMailboxStatus st;
+	ImapfsMailboxStatus st = {0};
 
-	if (!imapfs_session_status(s, j->name, &st, error))
+	/* A \Noselect one has no messages, and STATUS is refused there. */
+	if (j->selectable && !imapfs_session_status(s, j->name, &st, error))
 		return FALSE;
 	j->messages = st.messages;
 	return has_children(s, j->name, j->delim, &j->children, error);
@@ -1305,6 +1353,12 @@ gboolean imapfs_tree_rmdir(ImapfsTree *tree, guint64 parent, const char *name,
 	g_autofree char *server =
 		removable_mailbox(tree, parent, name, TRUE, error);
 	MailboxJob j = {server, NULL, tree->delim};
+	g_autofree char *path = NULL;
+	Mailbox *dir = tree_dir_of(tree, parent);
+	if (server && dir && (path = tree_child_path(dir, name))) {
+		Mailbox *m = g_hash_table_lookup(tree->by_path, path);
+		j.selectable = m && m->selectable;
+	}
 	g_mutex_unlock(&tree->lock);
 
 	if (server == NULL ||

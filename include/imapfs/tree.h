@@ -142,8 +142,10 @@ gssize imapfs_tree_write(ImapfsTree *tree, guint64 ino, guint64 offset,
  * APPEND, or UID COPY for a whole message copied with
  * imapfs_tree_copy_range(). Fails with what the server said (OVERQUOTA,
  * TOOBIG, NONEXISTENT, ...): the message is then not on the server. A
- * file that was never written is not stored. */
-gboolean imapfs_tree_flush(ImapfsTree *tree, guint64 ino, GError **error);
+ * file that was never written is not stored. Without @retry, a file whose
+ * store failed before is not tried again. */
+gboolean imapfs_tree_flush(ImapfsTree *tree, guint64 ino, gboolean retry,
+			   GError **error);
 
 /* One open of pending file @ino ends. */
 void imapfs_tree_release(ImapfsTree *tree, guint64 ino);

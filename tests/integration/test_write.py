@@ -1401,3 +1401,93 @@ def test_random_changes_match_a_model(srv, mount, tmp_path):
         extra = got[name] - want[name]
         assert not lost and not extra, (name, [d[:80] for d, _ in lost],
                                         [d[:80] for d, _ in extra])
+
+
+# -- what the review of the write paths found ------------------------------
+
+def test_a_child_closing_the_descriptor_does_not_store_early(srv, mount,
+                                                            tmp_path):
+    """The shell opens the file and each command inherits it: only the
+    opener's close stores, with everything every child wrote."""
+    a, b = message('first half', lines=30), b'X-Tail: second half\r\n'
+    (tmp_path / 'a').write_bytes(a)
+    (tmp_path / 'b').write_bytes(b)
+    m = rw(mount, srv)
+    uid = uidnext(srv, 'INBOX')
+    r = tool('sh', '-c', '{ cat "$1"; cat "$2"; } > INBOX/two.eml',
+             'sh', str(tmp_path / 'a'), str(tmp_path / 'b'),
+             cwd=m.mountpoint, check=False)
+    assert r.returncode == 0, r.stderr
+    assert box(srv, 'INBOX')[uid].data == a + b
+    assert len(sent(m, r'^APPEND ')) == 1
+
+
+def test_a_read_only_open_does_not_store_early(srv, mount):
+    m = rw(mount, srv)
+    path = os.path.join(m.mountpoint, 'INBOX', 'slow.eml')
+    uid = uidnext(srv, 'INBOX')
+    data = message('written in two steps', lines=40)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    try:
+        os.write(fd, data[:100])
+        os.close(os.open(path, os.O_RDONLY))
+        assert uidnext(srv, 'INBOX') == uid     # nothing stored yet
+        os.write(fd, data[100:])
+    finally:
+        os.close(fd)
+    assert box(srv, 'INBOX')[uid].data == data
+
+
+def test_copy_of_a_message_expunged_meanwhile_fails(srv, mount):
+    src = corpus_msg(srv, 'INBOX')
+    m = rw(mount, srv)
+    root = m.mountpoint
+    fin = os.open(os.path.join(root, 'INBOX', src.filename), os.O_RDONLY)
+    fout = os.open(os.path.join(root, 'Archive', 'gone.eml'),
+                   os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    try:
+        assert os.copy_file_range(fin, fout, src.size) == src.size
+        expunge_other_client = srv.client()
+        try:
+            F.imap_check(expunge_other_client.select('INBOX'), 'SELECT')
+            F.imap_check(expunge_other_client.uid(
+                'STORE', str(src.uid), '+FLAGS.SILENT', r'(\Deleted)'),
+                'STORE')
+            F.imap_check(expunge_other_client.uid('EXPUNGE', str(src.uid)),
+                         'UID EXPUNGE')
+        finally:
+            expunge_other_client.logout()
+    finally:
+        os.close(fin)
+    raises_errno(lambda: os.close(fout), errno.ENOENT)
+    assert copies(srv, src.data) == []
+
+
+def test_rmdir_of_an_empty_noselect_mailbox(srv, mount):
+    imap(srv, ('CREATE', 'Bare.'))
+    assert '\\Noselect' in ' '.join(mailboxes(srv).get('Bare', ()))
+    m = rw(mount, srv)
+    os.rmdir(os.path.join(m.mountpoint, 'Bare'))
+    assert 'Bare' not in mailboxes(srv)
+
+
+def test_flags_changed_by_another_client_then_retry(srv, mount):
+    src = corpus_msg(srv, 'INBOX')
+    m = rw(mount, srv)
+    path = os.path.join(m.mountpoint, 'INBOX', src.filename)
+    assert os.getxattr(path, FLAGS) is not None
+    c = srv.client()
+    try:
+        F.imap_check(c.select('INBOX'), 'SELECT')
+        F.imap_check(c.uid('STORE', str(src.uid), '+FLAGS.SILENT',
+                           r'(\Answered)'), 'STORE')
+    finally:
+        c.logout()
+    # The mount's listing predates that change: refused, nothing lost.
+    raises_errno(lambda: os.setxattr(path, FLAGS, b'\\Seen'), errno.EBUSY)
+    assert '\\Answered' in box(srv, 'INBOX')[src.uid].flags
+    # It has looked again: the flags show the other client's change, and
+    # a second try goes through.
+    assert '\\Answered' in os.getxattr(path, FLAGS).decode()
+    os.setxattr(path, FLAGS, b'\\Seen')
+    assert flagset(box(srv, 'INBOX')[src.uid]) == {'\\Seen'}
