@@ -40,6 +40,7 @@ typedef struct {
 	 * for the whole mailbox when first needed; NULL until then. */
 	GHashTable *meta;
 	guint32 meta_next; /* UIDs below this were asked for */
+	guint64 opened;	   /* message files opened; see imapfs_tree_dir_reads */
 	/* Prefetch: messages opened in listing order (by UID, or by name as
 	 * rsync and restic sort) make the next ones worth fetching ahead. */
 	guint32 *by_name;  /* UIDs sorted by file name; NULL: not built */

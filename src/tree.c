@@ -903,6 +903,7 @@ static void prefetch_after(ImapfsTree *tree, guint64 ino)
 
 	g_mutex_lock(&tree->lock);
 	if (tree_decode_message(tree, ino, &m, &uid)) {
+		m->opened++;
 		plan_prefetch(m, uid, items);
 		planned = m->ahead_uid;
 		server_name = g_strdup(m->server_name);
@@ -975,4 +976,13 @@ gssize imapfs_tree_read(ImapfsTree *tree, guint64 ino, guint64 offset,
 	g_autofree char *name = (char *)key.mailbox;
 	return imapfs_block_cache_read(tree->cache, &key, offset, len, buf, ra,
 				       error);
+}
+
+guint64 imapfs_tree_dir_reads(ImapfsTree *tree, guint64 ino)
+{
+	g_mutex_lock(&tree->lock);
+	Mailbox *m = tree_dir_of(tree, ino);
+	guint64 n = m ? m->opened : 0;
+	g_mutex_unlock(&tree->lock);
+	return n;
 }

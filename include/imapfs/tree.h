@@ -218,6 +218,12 @@ typedef struct {
  */
 GPtrArray *imapfs_tree_xattrs(ImapfsTree *tree, guint64 ino, GError **error);
 
+/* How many message files of directory @ino were opened so far. Reading a
+ * file makes the kernel forget its atime, and then a stat of it (grep
+ * does one per file) costs a GETATTR round trip, unless a fresh listing
+ * (readdirplus) brought the attributes again. */
+guint64 imapfs_tree_dir_reads(ImapfsTree *tree, guint64 ino);
+
 void imapfs_dir_entry_free(gpointer entry);
 
 G_DEFINE_AUTOPTR_CLEANUP_FUNC(ImapfsTree, imapfs_tree_free)

@@ -297,3 +297,26 @@ def test_closing_a_message_costs_no_request(mount, corpus):
     trace = m.stderr()
     assert trace.count('opcode: OPEN ') >= 5
     assert 'opcode: FLUSH' not in trace
+
+
+def test_second_grep_costs_no_getattr_per_file(mount, corpus):
+    """Reading a file makes the kernel forget its atime, and grep stats
+    every file: the listing is sent again instead of one GETATTR each."""
+    m = mount(debug=True)
+    n = len(corpus['Bulk'].messages)
+    tool('grep', '-rl', F.GREP_WORD, 'Bulk', cwd=m.mountpoint)
+    mark = len(m.stderr())
+    tool('grep', '-rl', F.GREP_WORD, 'Bulk', cwd=m.mountpoint)
+    ops = re.findall(r'opcode: (\w+)', m.stderr()[mark:])
+    assert ops.count('OPEN') >= n
+    assert ops.count('GETATTR') < n / 10
+
+
+def test_warm_listing_comes_from_the_kernel(mount, corpus):
+    m = mount(debug=True)
+    tool('ls', '-l', 'Bulk', cwd=m.mountpoint)
+    mark = len(m.stderr())
+    tool('ls', '-l', 'Bulk', cwd=m.mountpoint)
+    ops = re.findall(r'opcode: (\w+)', m.stderr()[mark:])
+    assert 'OPENDIR' in ops
+    assert 'READDIRPLUS' not in ops and 'READDIR' not in ops
