@@ -74,6 +74,11 @@ Try:
   grep -rl zebracorn mnt
   cat mnt/INBOX/1.eml
   ls mnt/Archive mnt/Entwürfe mnt/日本語
+  getfattr -d mnt/INBOX/1.eml
+  cp mnt/INBOX/1.eml mnt/Archive/copy.eml      (UID COPY on the server)
+  mv mnt/INBOX/2.eml mnt/Archive/              (UID MOVE)
+  setfattr -n user.imap.flags -v '\Seen' mnt/INBOX/3.eml
+  mkdir mnt/Projects
   df -h mnt
 
 Stop (unmount, stop this Dovecot, remove .demo/):
