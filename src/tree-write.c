@@ -32,13 +32,14 @@ struct Pending {
 	gint64 mtime; /* set before close: the INTERNALDATE; -1: none */
 	char *flags;  /* set before close: its flags; NULL: none */
 	guint opens;
-	gboolean dirty;	  /* holds bytes not stored yet */
-	gboolean busy;	  /* being stored right now */
-	gboolean stored;  /* on the server */
-	gboolean dropped; /* unlinked while open: never store */
-	gboolean failed;  /* a store failed, and close() said so */
-	guint32 uid;	  /* once stored, when the server said (UIDPLUS) */
-	gint64 expires;	  /* monotonic; 0 while open */
+	gboolean dirty;	     /* holds bytes not stored yet */
+	gboolean busy;	     /* being stored right now */
+	gboolean stored;     /* on the server */
+	gboolean dropped;    /* unlinked while open: never store */
+	gboolean failed;     /* a store failed, and close() said so */
+	guint32 uid;	     /* once stored, when the server said (UIDPLUS) */
+	guint32 uidvalidity; /* the mailbox's, as APPENDUID/COPYUID said */
+	gint64 expires;	     /* monotonic; 0 while open */
 	/* A whole message copied with copy_file_range, stored by UID COPY. */
 	ImapfsMessageKey copy;
 	guint64 copy_size;
@@ -638,6 +639,7 @@ gboolean imapfs_tree_flush(ImapfsTree *tree, guint64 ino, gboolean retry,
 		pd->stored = TRUE;
 		pd->dirty = FALSE;
 		pd->uid = j.got.uid;
+		pd->uidvalidity = j.got.uidvalidity;
 	}
 	pd->failed = !ok;
 	mark_stale(tree, pd->path);
@@ -860,18 +862,22 @@ static char *path_of_server_name(ImapfsTree *tree, const char *server)
 /* unlink of a pending file: not stored yet, it is thrown away; stored,
  * the message goes too (it is what the name stood for). */
 static gboolean unlink_pending(ImapfsTree *tree, Mailbox *dir, const char *name,
-			       char **path_r, guint32 *uid_r, gboolean *busy_r)
+			       char **path_r, guint32 *uid_r,
+			       guint32 *uidvalidity_r, gboolean *busy_r)
 {
 	Pending *pd = pending_named(tree, dir->path, name);
 
 	if (pd == NULL)
 		return FALSE;
-	if (pd->busy) {
+	/* Being stored, or stored without the server saying under which
+	 * UID: which message the name stands for is not known (yet). */
+	if (pd->busy || (pd->stored && pd->uid == 0)) {
 		*busy_r = TRUE;
 		return TRUE;
 	}
 	g_clear_pointer(&pd->name, g_free);
 	*uid_r = pd->stored ? pd->uid : 0;
+	*uidvalidity_r = pd->uidvalidity;
 	if (!pd->stored)
 		pd->dropped = TRUE;
 	*path_r = g_strdup(dir->path);
@@ -889,18 +895,19 @@ gboolean imapfs_tree_unlink(ImapfsTree *tree, guint64 parent, const char *name,
 	g_mutex_lock(&tree->lock);
 	Mailbox *dir = tree_dir_of(tree, parent);
 	gboolean busy = FALSE;
-	gboolean was_pending =
-		dir && unlink_pending(tree, dir, name, &path, &uid, &busy);
-	if (was_pending && uid && dir->server_name) {
+	gboolean was_pending = dir && unlink_pending(tree, dir, name, &path,
+						     &uid, &uidvalidity, &busy);
+	/* The UIDVALIDITY the message was stored under: if the mailbox was
+	 * recreated since, the UID names nothing of ours. */
+	if (was_pending && uid && dir->server_name)
 		server = g_strdup(dir->server_name);
-		uidvalidity = dir->state.uidvalidity;
-	}
 	g_mutex_unlock(&tree->lock);
 	/* Being stored right now: whether it will be there is not known
 	 * yet, and rm must not report success for a message that lands. */
 	if (busy)
 		return fail(error, IMAPFS_ERROR_BUSY, "cannot remove",
-			    "the message is being stored");
+			    "the message is being stored, or the server did "
+			    "not say its UID: remove it as <UID>.eml");
 	if (was_pending && server == NULL)
 		return TRUE;
 	if (!was_pending &&

@@ -1491,3 +1491,18 @@ def test_flags_changed_by_another_client_then_retry(srv, mount):
     assert '\\Answered' in os.getxattr(path, FLAGS).decode()
     os.setxattr(path, FLAGS, b'\\Seen')
     assert flagset(box(srv, 'INBOX')[src.uid]) == {'\\Seen'}
+
+
+def test_rm_of_the_written_name_removes_that_message(srv, mount):
+    """For a few seconds the name a message was written under still
+    stands for it (rsync renames it): rm of it removes that message."""
+    m = rw(mount, srv)
+    data = message('written then removed')
+    uid = uidnext(srv, 'INBOX')
+    path = os.path.join(m.mountpoint, 'INBOX', 'gone-soon.eml')
+    create_write_close(path, data)
+    assert box(srv, 'INBOX')[uid].data == data
+    os.unlink(path)
+    assert uid not in box(srv, 'INBOX')
+    assert sent(m, r'^UID EXPUNGE %d$' % uid)
+    assert not os.path.lexists(path)
