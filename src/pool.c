@@ -258,9 +258,8 @@ gboolean imapfs_pool_check(ImapfsPool *pool, GError **error)
 
 /* Opens one more session for the idle list if under the limit; never
  * waits for one to come free. */
-static gpointer warm_one(gpointer data)
+static gboolean warm_one(ImapfsPool *pool)
 {
-	ImapfsPool *pool = data;
 	g_autoptr(GError) error = NULL;
 	gboolean wait;
 
@@ -275,15 +274,28 @@ static gpointer warm_one(gpointer data)
 	else if (error)
 		imapfs_trace(IMAPFS_TRACE_POOL, "pool: warming: %s",
 			     error->message);
+	return s != NULL;
+}
+
+/* One connection after the other: a server counting its connections
+ * per user (Dovecot's mail_max_userip_connections) may not have counted
+ * a login still in progress, and would let a burst of them exceed its
+ * limit for a moment. Stops at the first that is not opened. */
+static gpointer warm_main(gpointer data)
+{
+	ImapfsPool *pool = data;
+
+	for (guint i = 1; i < pool->cfg->connections && warm_one(pool); i++)
+		;
 	return NULL;
 }
 
 void imapfs_pool_warm(ImapfsPool *pool)
 {
 	g_mutex_lock(&pool->lock);
-	for (guint i = 1; i < pool->cfg->connections; i++)
+	if (pool->cfg->connections > 1)
 		g_ptr_array_add(pool->warmers,
-				g_thread_new("pool-warm", warm_one, pool));
+				g_thread_new("pool-warm", warm_main, pool));
 	g_mutex_unlock(&pool->lock);
 }
 

@@ -40,11 +40,11 @@ void imapfs_pool_free(ImapfsPool *pool);
  * certificate or password before mounting. */
 gboolean imapfs_pool_check(ImapfsPool *pool, GError **error);
 
-/* Opens the other connections in the background (each on a thread of
- * its own, which ends once it is open, and which imapfs_pool_free()
- * joins), so that the first reads after mounting do not each wait for a
- * TLS handshake and a login. Failures are only traced: the connection
- * is then opened on demand. Call it after any fork(). */
+/* Opens the other connections in the background, one after the other
+ * on a thread that ends when they are open (imapfs_pool_free() joins it), so
+ * that the first reads after mounting do not each wait for a TLS handshake and
+ * a login. Failures are only traced: the connection is then opened on demand.
+ * Call it after any fork(). */
 void imapfs_pool_warm(ImapfsPool *pool);
 
 /*
