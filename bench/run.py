@@ -553,6 +553,20 @@ SyncState *
             if proxy_entry:
                 cleanup_now(proxy_entry)
 
+    def _grep_phase(self, P, mount, name, file_tag, work, expect_rchar, tmo,
+                    label, what=None, settle=0):
+        """One timed grep over `mount` with its trace and checks."""
+        off = mount.trace.mark()
+        g = P('imapfs ' + name, self.grep, mount.mountpoint,
+              os.path.join(work, 'grep-%s.out' % file_tag), expect_rchar,
+              tmo, what or name)
+        if settle:
+            time.sleep(settle)      # let trailing trace lines land
+        g['trace'] = mount.trace.since(off)
+        self.check_grep_mount(g, mount.mountpoint, '%s %s' % (label, name))
+        g.pop('paths')
+        return g
+
     def _run_latency(self, rtt_ms, label, fig, P, port):
         a = self.args
         tmo = a.phase_timeout
@@ -604,26 +618,14 @@ SyncState *
         cache = os.path.join(work, 'cache-a')
         ma = P('mount A (fresh cache_dir)', ImapfsMount(
             self, 'A-%s' % fig['rtt_ms'], port, cache).start)
-        mnt = ma.mountpoint
         try:
-            off = ma.trace.mark()
-            g = P('imapfs cold grep', self.grep, mnt,
-                  os.path.join(work, 'grep-cold.out'), expect_rchar, tmo,
-                  'cold grep')
-            g['trace'] = ma.trace.since(off)
-            self.check_grep_mount(g, mnt, '%s cold grep' % label)
-            g.pop('paths')
+            g = self._grep_phase(P, ma, 'cold grep', 'cold', work,
+                                 expect_rchar, tmo, label)
             fig['cold_grep'] = g
             if not g['timed_out']:
-                off = ma.trace.mark()
-                g = P('imapfs second grep', self.grep, mnt,
-                      os.path.join(work, 'grep-second.out'), expect_rchar,
-                      tmo, 'second grep')
-                time.sleep(0.2)     # let trailing trace lines land
-                g['trace'] = ma.trace.since(off)
-                self.check_grep_mount(g, mnt, '%s second grep' % label)
-                g.pop('paths')
-                fig['second_grep'] = g
+                fig['second_grep'] = self._grep_phase(
+                    P, ma, 'second grep', 'second', work, expect_rchar, tmo,
+                    label, settle=0.2)
         finally:
             fig['hwm_A'] = P('unmount A', ma.stop)
         if fig['cold_grep']['timed_out']:
@@ -636,14 +638,9 @@ SyncState *
         mb = P('mount B (same cache_dir)', ImapfsMount(
             self, 'B-%s' % fig['rtt_ms'], port, cache).start)
         try:
-            off = mb.trace.mark()
-            g = P('imapfs grep after remount', self.grep, mnt,
-                  os.path.join(work, 'grep-remount.out'), expect_rchar, tmo,
-                  'remount grep')
-            g['trace'] = mb.trace.since(off)
-            self.check_grep_mount(g, mnt, '%s grep after remount' % label)
-            g.pop('paths')
-            fig['remount_grep'] = g
+            fig['remount_grep'] = self._grep_phase(
+                P, mb, 'grep after remount', 'remount', work, expect_rchar,
+                tmo, label, what='remount grep')
         finally:
             P('unmount B', mb.stop)
         shutil.rmtree(cache, ignore_errors=True)

@@ -113,7 +113,7 @@ gboolean tree_pending_lookup_locked(ImapfsTree *tree, Mailbox *dir,
 gboolean tree_pending_getattr_locked(ImapfsTree *tree, guint64 ino,
 				     ImapfsAttr *attr);
 /* Adds to @out the files of @dir still being written, skipping names in
- * @names. Called locked. */
+ * @names (the child mailboxes) and those of messages. Called locked. */
 void tree_pending_list_locked(ImapfsTree *tree, Mailbox *dir, GPtrArray *out,
 			      GHashTable *names);
 /* Reads pending file @ino (its temporary file). */

@@ -159,9 +159,12 @@ void tree_pending_list_locked(ImapfsTree *tree, Mailbox *dir, GPtrArray *out,
 	 * shows as <UID>.eml instead. */
 	g_hash_table_iter_init(&iter, tree->pending);
 	while (g_hash_table_iter_next(&iter, NULL, (gpointer *)&pd)) {
+		guint32 uid;
 		if (pd->stored || pd->name == NULL || pd->opens == 0 ||
 		    strcmp(pd->path, dir->path) != 0 ||
-		    g_hash_table_contains(names, pd->name))
+		    g_hash_table_contains(names, pd->name) ||
+		    (tree_parse_message_name(pd->name, &uid) &&
+		     tree_find_message(dir, uid)))
 			continue;
 		pending_attr(pd, &attr);
 		tree_add_entry(out, g_strdup(pd->name), &attr);

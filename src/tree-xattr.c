@@ -33,13 +33,19 @@ static char *rfc3339(gint64 when)
 		  : g_strdup("1970-01-01T00:00:00Z");
 }
 
+/* Whether space-separated @flags holds @flag; no allocation, since it
+ * runs for every message of a mailbox. */
 static gboolean has_flag(const char *flags, const char *flag)
 {
-	g_auto(GStrv) words = g_strsplit(flags ? flags : "", " ", -1);
+	gsize n = strlen(flag);
 
-	for (guint i = 0; words[i]; i++)
-		if (g_ascii_strcasecmp(words[i], flag) == 0)
+	for (const char *p = flags; p && *p;) {
+		const char *end = strchr(p, ' ');
+		gsize len = end ? (gsize)(end - p) : strlen(p);
+		if (len == n && g_ascii_strncasecmp(p, flag, n) == 0)
 			return TRUE;
+		p = end ? end + 1 : NULL;
+	}
 	return FALSE;
 }
 

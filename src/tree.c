@@ -667,7 +667,6 @@ static GPtrArray *snapshot(ImapfsTree *tree, Mailbox *dir)
 		}
 		tree_message_attr(dir, info, &attr);
 		tree_add_entry(out, name, &attr);
-		g_hash_table_add(names, name);
 	}
 	tree_pending_list_locked(tree, dir, out, names);
 	return out;
