@@ -1582,20 +1582,32 @@ GArray *imapfs_session_search_uids(ImapfsSession *s, guint32 last,
 	return g_steal_pointer(&uids);
 }
 
-/* The origin of "BODY[]<123>", 0 when there is none. FALSE if @key is
- * not the whole-message body. */
+/* The origin of "BODY[]<123>", "BODY[1.2]<0>" or "BINARY[2]" (0 when
+ * there is none). FALSE if @key is no body or part content. */
 static gboolean body_key_origin(const char *key, guint64 *origin_r)
 {
-	if (key == NULL || g_ascii_strncasecmp(key, "BODY[]", 6) != 0)
+	const char *p;
+
+	if (key == NULL)
+		return FALSE;
+	if (g_ascii_strncasecmp(key, "BODY[", 5) == 0)
+		p = key + 5;
+	else if (g_ascii_strncasecmp(key, "BINARY[", 7) == 0)
+		p = key + 7;
+	else
+		return FALSE;
+	while (g_ascii_isdigit(*p) || *p == '.')
+		p++;
+	if (*p++ != ']')
 		return FALSE;
 	*origin_r = 0;
-	if (key[6] == '\0')
+	if (*p == '\0')
 		return TRUE;
-	if (key[6] != '<')
+	if (*p != '<')
 		return FALSE;
 	char *end = NULL;
-	guint64 v = g_ascii_strtoull(key + 7, &end, 10);
-	if (end == key + 7 || g_strcmp0(end, ">") != 0)
+	guint64 v = g_ascii_strtoull(p + 1, &end, 10);
+	if (end == p + 1 || g_strcmp0(end, ">") != 0)
 		return FALSE;
 	*origin_r = v;
 	return TRUE;
@@ -1691,16 +1703,25 @@ static void body_finish(BodyBatch *bb, ImapfsBodyWindow *w)
 				    to - from);
 }
 
+/* What @by_uid (uid -> request) holds for the UID of FETCH response
+ * @resp, with its items in *@items_r; NULL for anything else. */
+static gpointer fetch_asked(ImapfsResponse *resp, GHashTable *by_uid,
+			    GPtrArray **items_r)
+{
+	guint32 uid;
+
+	*items_r = fetch_items(resp);
+	if (*items_r == NULL || !fetch_uid(resp, &uid))
+		return NULL;
+	return g_hash_table_lookup(by_uid, GUINT_TO_POINTER(uid));
+}
+
 static void on_bodies(ImapfsSession *s, ImapfsResponse *resp, gpointer ctx)
 {
 	BodyBatch *bb = ctx;
-	GPtrArray *items = fetch_items(resp);
-	guint32 uid;
+	GPtrArray *items;
+	ImapfsBodyWindow *w = fetch_asked(resp, bb->by_uid, &items);
 
-	if (items == NULL || !fetch_uid(resp, &uid))
-		return;
-	ImapfsBodyWindow *w =
-		g_hash_table_lookup(bb->by_uid, GUINT_TO_POINTER(uid));
 	/* Unasked UIDs and repeated replies are ignored. */
 	if (w == NULL || w->found)
 		return;
@@ -1759,10 +1780,15 @@ static guint add_body_commands(ImapfsSession *s, GString *out, Tag *tags,
 	for (guint i = 0; i < n; i += UIDS_PER_COMMAND) {
 		g_autoptr(GString) line = g_string_new("UID FETCH ");
 		append_uid_set(line, uids + i, MIN(UIDS_PER_COMMAND, n - i));
-		g_string_append_printf(line,
-				       " (UID BODY.PEEK[]<%" G_GUINT64_FORMAT
-				       ".%" G_GSIZE_FORMAT ">)",
-				       w[0].offset, w[0].len);
+		g_string_append_printf(line, " (UID %s.PEEK[%s]",
+				       w[0].binary ? "BINARY" : "BODY",
+				       w[0].section ? w[0].section : "");
+		if (w[0].len != IMAPFS_BODY_ALL)
+			g_string_append_printf(line,
+					       "<%" G_GUINT64_FORMAT
+					       ".%" G_GSIZE_FORMAT ">",
+					       w[0].offset, w[0].len);
+		g_string_append_c(line, ')');
 		add_command(s, out, &tags[cmds++], line->str);
 	}
 	return cmds;
@@ -1771,7 +1797,8 @@ static guint add_body_commands(ImapfsSession *s, GString *out, Tag *tags,
 /* Whether windows @a and @b can share one command. */
 static gboolean same_range(const ImapfsBodyWindow *a, const ImapfsBodyWindow *b)
 {
-	return a->offset == b->offset && a->len == b->len;
+	return a->offset == b->offset && a->len == b->len &&
+	       a->binary == b->binary && g_strcmp0(a->section, b->section) == 0;
 }
 
 /* Builds the pipelined commands: one per run of windows with the same
@@ -1801,13 +1828,17 @@ static gboolean check_windows(ImapfsSession *s, ImapfsBodyWindow *w, guint n,
 	for (guint i = 0; i < n; i++) {
 		gpointer key = GUINT_TO_POINTER(w[i].uid);
 		if (w[i].uid == 0 || w[i].len == 0 ||
+		    (w[i].len == IMAPFS_BODY_ALL && w[i].offset != 0) ||
 		    g_hash_table_contains(bb->by_uid, key)) {
 			g_set_error(error, IMAPFS_ERROR, IMAPFS_ERROR_FAILED,
 				    "bad body window for UID %u", w[i].uid);
 			return FALSE;
 		}
 		g_hash_table_insert(bb->by_uid, key, &w[i]);
-		bb->max_end = MAX(bb->max_end, w[i].offset + w[i].len);
+		bb->max_end =
+			MAX(bb->max_end, w[i].len == IMAPFS_BODY_ALL
+						 ? G_MAXUINT64
+						 : w[i].offset + w[i].len);
 		w[i].found = FALSE;
 	}
 	return check_connected(s, error);
@@ -1850,6 +1881,71 @@ gboolean imapfs_session_fetch_body(ImapfsSession *s, guint32 uid,
 		return FALSE;
 	}
 	return TRUE;
+}
+
+/* Fills the sizes of the request for the FETCH's UID; found once every
+ * section has one. */
+static void on_binary_sizes(ImapfsSession *s, ImapfsResponse *resp,
+			    gpointer ctx)
+{
+	GPtrArray *items;
+	ImapfsBinarySizes *r = fetch_asked(resp, ctx, &items);
+
+	if (r == NULL)
+		return;
+	gboolean all = TRUE;
+	for (guint i = 0; r->sections[i]; i++) {
+		g_autofree char *key =
+			g_strdup_printf("BINARY.SIZE[%s]", r->sections[i]);
+		const ImapfsArg *v = fetch_item(items, key);
+		if (v == NULL || !imapfs_arg_number(v, &r->sizes[i]))
+			all = FALSE;
+	}
+	r->found = all;
+}
+
+gboolean imapfs_session_binary_sizes(ImapfsSession *s, ImapfsBinarySizes *req,
+				     guint n, GError **error)
+{
+	g_autoptr(GHashTable) by_uid = g_hash_table_new(NULL, NULL);
+	g_autoptr(GString) lines = g_string_new(NULL);
+	g_autofree Tag *tags = g_new0(Tag, MAX(n, 1));
+	Command cmd = {"UID FETCH", on_binary_sizes, NULL, by_uid};
+	guint cmds = 0;
+	GError *local = NULL;
+
+	if (!check_cap(s, IMAPFS_CAP_BINARY, "BINARY", error) ||
+	    !check_connected(s, error))
+		return FALSE;
+	for (guint i = 0; i < n; i++) {
+		req[i].found = FALSE;
+		if (req[i].uid == 0 || req[i].sections[0] == NULL ||
+		    g_hash_table_contains(by_uid, GUINT_TO_POINTER(req[i].uid)))
+			continue;
+		g_hash_table_insert(by_uid, GUINT_TO_POINTER(req[i].uid),
+				    &req[i]);
+		g_autoptr(GString) line = g_string_new(NULL);
+		g_string_printf(line, "UID FETCH %u (UID", req[i].uid);
+		for (guint k = 0; req[i].sections[k]; k++)
+			g_string_append_printf(line, " BINARY.SIZE[%s]",
+					       req[i].sections[k]);
+		g_string_append_c(line, ')');
+		add_command(s, lines, &tags[cmds++], line->str);
+	}
+	if (cmds == 0)
+		return TRUE;
+	if (!send_raw(s, lines->str, lines->len, error))
+		return FALSE;
+	if (wait_tags(s, tags, cmds, &cmd, &local))
+		return TRUE;
+	/* A refused message only misses its sizes; a failed read leaves the
+	 * session broken. */
+	if (check_connected(s, NULL)) {
+		g_error_free(local);
+		return TRUE;
+	}
+	g_propagate_error(error, local);
+	return FALSE;
 }
 
 /* --- changes -------------------------------------------------------------- */

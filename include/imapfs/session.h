@@ -228,7 +228,16 @@ typedef struct {
 	gsize len;
 	GByteArray *out; /* caller's; the window's bytes are appended */
 	gboolean found;	 /* set when the server sent a body for uid */
+	/* A MIME part instead of the whole message: BODY.PEEK[section], or
+	 * with @binary BINARY.PEEK[section] (RFC 3516: decoded by the
+	 * server). NULL: the whole message. */
+	const char *section;
+	gboolean binary;
 } ImapfsBodyWindow;
+
+/* A window len that asks for all of the message or part, from offset 0,
+ * without a partial range. */
+#define IMAPFS_BODY_ALL G_MAXSIZE
 
 /* Called as soon as the reply for one window is complete (with found
  * set), while the rest of the batch is still coming. */
@@ -248,6 +257,26 @@ gboolean imapfs_session_fetch_bodies(ImapfsSession *session,
 				     ImapfsBodyWindow *windows, guint n,
 				     ImapfsBodyDoneFunc done,
 				     gpointer done_data, GError **error);
+
+/* The decoded sizes of some parts of one message (RFC 3516
+ * BINARY.SIZE), for imapfs_session_binary_sizes(). */
+typedef struct {
+	guint32 uid;
+	const char *const *sections; /* NULL-terminated; the caller's */
+	guint64 *sizes;		     /* one per section; filled */
+	gboolean found;		     /* every size came */
+} ImapfsBinarySizes;
+
+/*
+ * UID FETCH uid (BINARY.SIZE[s1] BINARY.SIZE[s2] ...) for each of @req,
+ * pipelined (one round trip). A message the server refuses (NO
+ * [UNKNOWN-CTE] for an encoding it cannot decode, or gone) just keeps
+ * found FALSE. Fails with UNSUPPORTED without BINARY, or when the
+ * connection fails.
+ */
+gboolean imapfs_session_binary_sizes(ImapfsSession *session,
+				     ImapfsBinarySizes *req, guint n,
+				     GError **error);
 
 /* --- changes (never used on a read-only mount) ---------------------------- */
 
