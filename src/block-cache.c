@@ -4,6 +4,7 @@
 #include "imapfs/block-cache.h"
 #include "imapfs/error.h"
 #include "imapfs/log.h"
+#include "imapfs/mime.h"
 
 #define BS IMAPFS_BLOCK_SIZE
 /* Readahead within one message starts at this many blocks (a read from
@@ -174,17 +175,18 @@ void imapfs_block_cache_free(ImapfsBlockCache *cache)
 	g_free(cache);
 }
 
-static char *block_id(const char *mailbox, guint32 uidvalidity, guint32 uid,
-		      guint64 index)
+static char *block_id(const ImapfsMessageKey *key, guint64 index)
 {
-	return g_strdup_printf("%u/%u/%" G_GUINT64_FORMAT "/%s", uidvalidity,
-			       uid, index, mailbox);
+	return g_strdup_printf("%u/%u/%" G_GUINT64_FORMAT "%s%s/%s",
+			       key->uidvalidity, key->uid, index,
+			       key->section ? ":" : "",
+			       key->section ? key->section : "", key->mailbox);
 }
 
 static ImapfsBlockKey disk_key(const ImapfsMessageKey *key, guint64 index)
 {
-	ImapfsBlockKey k = {key->mailbox, key->uidvalidity, key->uid, "",
-			    index};
+	ImapfsBlockKey k = {key->mailbox, key->uidvalidity, key->uid,
+			    key->section ? key->section : "", index};
 
 	return k;
 }
@@ -256,6 +258,7 @@ static void mem_store(ImapfsBlockCache *cache, const ImapfsMessageKey *key,
 /* A block on its way to the disk cache. */
 typedef struct {
 	char *mailbox;
+	char *section; /* NULL: the whole message */
 	guint32 uidvalidity, uid;
 	guint64 index;
 	GBytes *data;
@@ -265,6 +268,7 @@ static void disk_write_free(DiskWrite *dw)
 {
 	g_bytes_unref(dw->data);
 	g_free(dw->mailbox);
+	g_free(dw->section);
 	g_free(dw);
 }
 
@@ -297,8 +301,9 @@ static gpointer writer_main(gpointer data)
 		guint64 done = 0;
 		DiskWrite *dw;
 		while ((dw = g_queue_pop_head(&batch))) {
-			ImapfsBlockKey k = {dw->mailbox, dw->uidvalidity,
-					    dw->uid, "", dw->index};
+			ImapfsMessageKey mk = {dw->mailbox, dw->uidvalidity,
+					       dw->uid, dw->section};
+			ImapfsBlockKey k = disk_key(&mk, dw->index);
 			gsize len;
 			gconstpointer bytes = g_bytes_get_data(dw->data, &len);
 			imapfs_disk_cache_put(cache->disk, &k, bytes, len);
@@ -330,6 +335,7 @@ static void queue_write(ImapfsBlockCache *cache, const ImapfsMessageKey *key,
 	DiskWrite *dw = g_new(DiskWrite, 1);
 
 	dw->mailbox = g_strdup(key->mailbox);
+	dw->section = g_strdup(key->section);
 	dw->uidvalidity = key->uidvalidity;
 	dw->uid = key->uid;
 	dw->index = index;
@@ -356,8 +362,7 @@ static void complete(ImapfsBlockCache *cache, const ImapfsMessageKey *key,
 		     guint64 index, Pending *p, GBytes *data,
 		     const GError *error, gboolean from_network)
 {
-	g_autofree char *id =
-		block_id(key->mailbox, key->uidvalidity, key->uid, index);
+	g_autofree char *id = block_id(key, index);
 
 	g_mutex_lock(&cache->lock);
 	g_hash_table_remove(cache->pending, id);
@@ -378,21 +383,77 @@ static void complete(ImapfsBlockCache *cache, const ImapfsMessageKey *key,
 		queue_write(cache, key, index, data);
 }
 
-static gboolean fetch_one(ImapfsBlockCache *cache, const ImapfsMessageKey *key,
-			  guint64 index, GBytes **data_r, GError **error)
+static gboolean fail_gone(const ImapfsMessageKey *key, GError **error)
 {
-	g_autoptr(GByteArray) out = g_byte_array_new();
-	ImapfsBodyWindow w = {key->uid, index * BS, BS, out, FALSE};
+	g_set_error(error, IMAPFS_ERROR, IMAPFS_ERROR_NONEXISTENT,
+		    "message UID %u is no longer in \"%s\"", key->uid,
+		    key->mailbox);
+	return FALSE;
+}
+
+/* Caches every block of @content but @skip, as fetched from the server. */
+static void store_others(ImapfsBlockCache *cache, const ImapfsMessageKey *key,
+			 GBytes *content, guint64 skip)
+{
+	gsize size = g_bytes_get_size(content);
+
+	/* The block at the end may be empty: it marks the end. */
+	for (guint64 i = 0; i * BS <= size; i++) {
+		if (i == skip)
+			continue;
+		g_autoptr(GBytes) data = g_bytes_new_from_bytes(
+			content, i * BS, MIN(size - i * BS, BS));
+		g_autofree char *id = block_id(key, i);
+		g_mutex_lock(&cache->lock);
+		mem_store(cache, key, id, data, FALSE);
+		g_mutex_unlock(&cache->lock);
+		if (cache->disk)
+			queue_write(cache, key, i, data);
+	}
+}
+
+/* A part whose encoding the server does not undo: all of it, decoded;
+ * block @index is returned, the others are cached. */
+static gboolean fetch_decoded(ImapfsBlockCache *cache,
+			      const ImapfsMessageKey *key, guint64 index,
+			      GBytes **data_r, GError **error)
+{
+	g_autoptr(GByteArray) raw = g_byte_array_new();
+	ImapfsBodyWindow w = {key->uid,	    0,	  IMAPFS_BODY_ALL, raw, FALSE,
+			      key->section, FALSE};
 
 	if (!cache->fetch(cache->fetch_data, key->mailbox, key->uidvalidity, &w,
 			  1, NULL, NULL, error))
 		return FALSE;
-	if (!w.found) {
-		g_set_error(error, IMAPFS_ERROR, IMAPFS_ERROR_NONEXISTENT,
-			    "message UID %u is no longer in \"%s\"", key->uid,
-			    key->mailbox);
+	if (!w.found)
+		return fail_gone(key, error);
+	g_autoptr(ImapfsDecoder) dec = imapfs_decoder_new(key->decode);
+	g_autoptr(GByteArray) out = g_byte_array_sized_new(raw->len);
+	imapfs_decoder_step(dec, raw->data, raw->len, out);
+	imapfs_decoder_finish(dec, out);
+	g_autoptr(GBytes) content =
+		g_byte_array_free_to_bytes(g_steal_pointer(&out));
+	gsize size = g_bytes_get_size(content);
+	gsize from = MIN(size, index * BS);
+	*data_r = g_bytes_new_from_bytes(content, from, MIN(size - from, BS));
+	store_others(cache, key, content, index);
+	return TRUE;
+}
+
+static gboolean fetch_one(ImapfsBlockCache *cache, const ImapfsMessageKey *key,
+			  guint64 index, GBytes **data_r, GError **error)
+{
+	if (key->section && key->decode)
+		return fetch_decoded(cache, key, index, data_r, error);
+	g_autoptr(GByteArray) out = g_byte_array_new();
+	ImapfsBodyWindow w = {key->uid, index * BS,   BS,	  out,
+			      FALSE,	key->section, key->binary};
+
+	if (!cache->fetch(cache->fetch_data, key->mailbox, key->uidvalidity, &w,
+			  1, NULL, NULL, error))
 		return FALSE;
-	}
+	if (!w.found)
+		return fail_gone(key, error);
 	*data_r = g_byte_array_free_to_bytes(g_steal_pointer(&out));
 	return TRUE;
 }
@@ -460,8 +521,7 @@ static GBytes *wait_pending(ImapfsBlockCache *cache, Pending *p, const char *id,
 static GBytes *get_block(ImapfsBlockCache *cache, const ImapfsMessageKey *key,
 			 guint64 index, GError **error)
 {
-	g_autofree char *id =
-		block_id(key->mailbox, key->uidvalidity, key->uid, index);
+	g_autofree char *id = block_id(key, index);
 	GError *local = NULL;
 
 	g_mutex_lock(&cache->lock);
@@ -501,9 +561,7 @@ static void finish_span(ImapfsBlockCache *cache, const ImapfsMessageKey *key,
 	g_autoptr(GError) gone = NULL;
 
 	if (error == NULL && !w->found) {
-		g_set_error(&gone, IMAPFS_ERROR, IMAPFS_ERROR_NONEXISTENT,
-			    "message UID %u is no longer in \"%s\"", key->uid,
-			    key->mailbox);
+		fail_gone(key, &gone);
 		error = gone;
 	}
 	for (guint64 i = 0; i < span->count; i++) {
@@ -528,8 +586,9 @@ static Pending **span_pendings(ImapfsBlockCache *cache, const Job *job,
 
 	g_mutex_lock(&cache->lock);
 	for (guint64 i = 0; i < span->count; i++) {
-		g_autofree char *id = block_id(job->mailbox, job->uidvalidity,
-					       span->uid, span->first + i);
+		ImapfsMessageKey key = {job->mailbox, job->uidvalidity,
+					span->uid};
+		g_autofree char *id = block_id(&key, span->first + i);
 		out[i] = g_hash_table_lookup(cache->pending, id);
 	}
 	g_mutex_unlock(&cache->lock);
@@ -705,8 +764,9 @@ static gboolean claim_span(ImapfsBlockCache *cache, Job *job, Span span,
 	for (guint64 i = span.first; i < span.first + span.count; i++) {
 		if (end_r)
 			*end_r = i;
-		g_autofree char *id =
-			block_id(job->mailbox, job->uidvalidity, span.uid, i);
+		ImapfsMessageKey key = {job->mailbox, job->uidvalidity,
+					span.uid};
+		g_autofree char *id = block_id(&key, i);
 		if (g_hash_table_contains(cache->blocks, id) ||
 		    g_hash_table_contains(cache->pending, id))
 			continue;

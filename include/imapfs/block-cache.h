@@ -43,6 +43,16 @@ typedef struct {
 	const char *mailbox; /* server name */
 	guint32 uidvalidity;
 	guint32 uid;
+	/* A MIME part's content instead of the whole message: its IMAP
+	 * section (NULL: the message). Read in blocks with BODY.PEEK[section]
+	 * (or BINARY.PEEK when @binary, decoded by the server) unless
+	 * @decode names a Content-Transfer-Encoding to undo here: the part
+	 * is then fetched whole with BODY.PEEK[section] on the first miss,
+	 * decoded (imapfs_decoder_new) and cached block by block. Readahead
+	 * and prefetch are for whole messages only. */
+	const char *section;
+	gboolean binary;
+	const char *decode;
 } ImapfsMessageKey;
 
 /*

@@ -35,6 +35,9 @@ typedef struct {
 /* What the "server" holds, and what it was asked. */
 typedef struct {
 	GHashTable *messages; /* uid -> GBytes; not changed while fetching */
+	/* uid -> GBytes: the decoded content of part "2" of that message,
+	 * sent base64-encoded for BODY[2], as it is for BINARY[2]. */
+	GHashTable *parts;
 	GMutex lock;
 	guint calls;	  /* protected by lock */
 	GArray *batches;  /* guint: windows per call; protected by lock */
@@ -97,6 +100,21 @@ static ImapfsMessageKey inbox(guint32 uid)
 	return key;
 }
 
+/* @data in base64, in lines of 76 characters ending in CRLF. */
+static GBytes *base64_lines(GBytes *data)
+{
+	gsize len;
+	const guint8 *p = g_bytes_get_data(data, &len);
+	g_autofree char *b64 = g_base64_encode(p, len);
+	GString *out = g_string_new(NULL);
+
+	for (gsize i = 0; b64[i]; i += MIN(76, strlen(b64 + i))) {
+		g_string_append_len(out, b64 + i, MIN(76, strlen(b64 + i)));
+		g_string_append(out, "\r\n");
+	}
+	return g_string_free_to_bytes(out);
+}
+
 /* A server answers one window: the bytes that exist, found for a known
  * UID. The cache must send distinct UIDs and fresh windows. */
 static void serve_window(Store *st, ImapfsBodyWindow *w, guint i)
@@ -106,12 +124,23 @@ static void serve_window(Store *st, ImapfsBodyWindow *w, guint i)
 	g_assert_cmpuint(w[i].out->len, ==, 0);
 	g_assert_false(w[i].found);
 
+	g_autoptr(GBytes) encoded = NULL;
 	GBytes *msg =
-		g_hash_table_lookup(st->messages, GUINT_TO_POINTER(w[i].uid));
+		g_hash_table_lookup(w[i].section ? st->parts : st->messages,
+				    GUINT_TO_POINTER(w[i].uid));
 	if (msg == NULL)
 		return; /* expunged: found stays FALSE */
+	if (w[i].section) {
+		g_assert_cmpstr(w[i].section, ==, "2");
+		if (!w[i].binary)
+			msg = encoded = base64_lines(msg);
+	}
 	gsize size;
 	const guint8 *bytes = g_bytes_get_data(msg, &size);
+	if (w[i].len == IMAPFS_BODY_ALL) {
+		g_assert_cmpuint(w[i].offset, ==, 0);
+		g_assert_false(w[i].binary);
+	}
 	if (w[i].offset < size)
 		g_byte_array_append(w[i].out, bytes + w[i].offset,
 				    MIN(w[i].len, size - w[i].offset));
@@ -349,6 +378,8 @@ static void setup(Fixture *f, gconstpointer data)
 
 	f->st.messages = g_hash_table_new_full(NULL, NULL, NULL,
 					       (GDestroyNotify)g_bytes_unref);
+	f->st.parts = g_hash_table_new_full(NULL, NULL, NULL,
+					    (GDestroyNotify)g_bytes_unref);
 	g_mutex_init(&f->st.lock);
 	f->st.batches = g_array_new(FALSE, FALSE, sizeof(guint));
 	f->st.asked = g_array_new(FALSE, FALSE, sizeof(Asked));
@@ -365,6 +396,7 @@ static void teardown(Fixture *f, gconstpointer data)
 	g_free(f->tmp);
 	g_free(f->dir);
 	g_hash_table_unref(f->st.messages);
+	g_hash_table_unref(f->st.parts);
 	g_array_unref(f->st.batches);
 	g_array_unref(f->st.asked);
 	g_mutex_clear(&f->st.lock);
@@ -657,6 +689,95 @@ static void test_disk_survives(Fixture *f, gconstpointer data)
 	read_all(f, 7);
 	read_all(f, 7);
 	g_assert_cmpuint(calls(f), ==, 2);
+}
+
+/* --- parts --- */
+
+static ImapfsMessageKey part_key(guint32 uid, gboolean binary)
+{
+	ImapfsMessageKey key = {"INBOX", 42,	 uid,
+				"2",	 binary, binary ? NULL : "BASE64"};
+
+	return key;
+}
+
+/* Reads all of @key in reads of @step bytes; checks it against @want. */
+static void check_part(Fixture *f, const ImapfsMessageKey *key, GBytes *want,
+		       gsize step)
+{
+	gsize len;
+	const guint8 *p = g_bytes_get_data(want, &len);
+	g_autofree char *buf = g_malloc(step);
+	guint64 off = 0;
+	GError *error = NULL;
+	gssize n;
+
+	while ((n = imapfs_block_cache_read(f->cache, key, off, step, buf, NULL,
+					    &error)) > 0) {
+		g_assert_cmpuint(off + n, <=, len);
+		g_assert_cmpmem(buf, n, p + off, n);
+		off += n;
+	}
+	g_assert_no_error(error);
+	g_assert_cmpuint(off, ==, len);
+}
+
+/* Without BINARY: one fetch of the whole encoded part, decoded into every
+ * block; the size is the decoded size, never the encoded one. */
+static void test_part_decoded(Fixture *f, gconstpointer data)
+{
+	GBytes *content = pattern(2 * BS + 1000, 3);
+	ImapfsMessageKey key = part_key(5, FALSE);
+	guint64 size = 0;
+	GError *error = NULL;
+
+	g_hash_table_replace(f->st.parts, GUINT_TO_POINTER(5), content);
+	add_message(f, 5, 100);
+	new_cache(f, 16 * BS);
+	g_assert_true(
+		imapfs_block_cache_size(f->cache, &key, 0, &size, &error));
+	g_assert_no_error(error);
+	g_assert_cmpuint(size, ==, g_bytes_get_size(content));
+	g_assert_cmpuint(calls(f), ==, 1);
+	check_part(f, &key, content, 100000);
+	g_assert_cmpuint(calls(f), ==, 1);
+	/* The message itself is another key. */
+	read_all(f, 5);
+	g_assert_cmpuint(calls(f), ==, 2);
+}
+
+/* With BINARY: block by block, BINARY.PEEK[2]<offset.len>. */
+static void test_part_binary(Fixture *f, gconstpointer data)
+{
+	GBytes *content = pattern(BS + 10, 4);
+	ImapfsMessageKey key = part_key(6, TRUE);
+
+	g_hash_table_replace(f->st.parts, GUINT_TO_POINTER(6), content);
+	new_cache(f, 16 * BS);
+	check_part(f, &key, content, 65536);
+	g_assert_cmpuint(calls(f), ==, 2);
+	g_assert_cmpuint(times_asked(f, 6, 0), ==, 1);
+	g_assert_cmpuint(times_asked(f, 6, 1), ==, 1);
+}
+
+/* Decoded parts reach the disk cache too, under their own key. */
+static void test_part_disk(Fixture *f, gconstpointer data)
+{
+	GBytes *content = pattern(BS + 77, 5);
+	ImapfsMessageKey key = part_key(7, FALSE);
+
+	g_hash_table_replace(f->st.parts, GUINT_TO_POINTER(7), content);
+	add_message(f, 7, BS + 5);
+	open_disk(f);
+	new_cache(f, 16 * BS);
+	check_part(f, &key, content, 4096);
+	read_all(f, 7);
+	g_assert_cmpuint(calls(f), ==, 3);
+	imapfs_block_cache_sync(f->cache);
+	new_cache(f, 16 * BS);
+	check_part(f, &key, content, 4096);
+	read_all(f, 7);
+	g_assert_cmpuint(calls(f), ==, 3);
 }
 
 static void test_disk_corrupt(Fixture *f, gconstpointer data)
@@ -1241,6 +1362,9 @@ int main(int argc, char **argv)
 	add("/cache/key/distinct", test_keys, NULL);
 	add("/cache/key/distinct-on-disk", test_keys, "disk");
 	add("/cache/disk/survives", test_disk_survives, NULL);
+	add("/cache/part/decoded", test_part_decoded, NULL);
+	add("/cache/part/binary", test_part_binary, NULL);
+	add("/cache/part/disk", test_part_disk, NULL);
 	add("/cache/disk/corrupt", test_disk_corrupt, NULL);
 	add("/cache/disk/prefetch", test_disk_prefetch, NULL);
 	add("/cache/drop/uidvalidity", test_drop, NULL);
