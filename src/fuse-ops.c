@@ -174,15 +174,17 @@ static void fill_stat(ImapfsFs *fs, const ImapfsAttr *attr, struct stat *st)
 	st->st_uid = fs->owner.uid;
 	st->st_gid = fs->owner.gid;
 	st->st_mtime = st->st_ctime = st->st_atime = attr->mtime;
-	if (attr->kind == IMAPFS_NODE_DIR) {
-		st->st_mode = S_IFDIR | ((fs->owner.read_only ? 0555 : 0755) &
-					 ~fs->owner.umask);
+	gboolean ro = fs->owner.read_only || attr->kind == IMAPFS_NODE_PART ||
+		      attr->kind == IMAPFS_NODE_PART_DIR;
+
+	if (attr->kind == IMAPFS_NODE_DIR ||
+	    attr->kind == IMAPFS_NODE_PART_DIR) {
+		st->st_mode = S_IFDIR | ((ro ? 0555 : 0755) & ~fs->owner.umask);
 		st->st_nlink = 2;
 	} else {
 		/* Writable-looking, so rm does not ask; writing into a
 		 * message still fails (EPERM). */
-		st->st_mode = S_IFREG | ((fs->owner.read_only ? 0444 : 0644) &
-					 ~fs->owner.umask);
+		st->st_mode = S_IFREG | ((ro ? 0444 : 0644) & ~fs->owner.umask);
 		st->st_nlink = 1;
 		st->st_size = attr->size;
 		st->st_blocks = (attr->size + 511) / 512;
@@ -195,6 +197,7 @@ static double timeout_for(const ImapfsAttr *attr)
 	/* A new file changes size while written, and its name goes soon. */
 	if (attr->kind == IMAPFS_NODE_PENDING)
 		return 0;
+	/* A message and its parts never change; a mailbox does. */
 	return attr->kind == IMAPFS_NODE_DIR ? DIR_TIMEOUT : MESSAGE_TIMEOUT;
 }
 
@@ -664,6 +667,30 @@ static gboolean writable(fuse_req_t req)
 	return FALSE;
 }
 
+/* Whether @name in @parent is (or would be) inside a parts directory,
+ * or is one: they show what the message holds and change with it only. */
+static gboolean in_parts(ImapfsFs *fs, fuse_ino_t parent, const char *name)
+{
+	ImapfsAttr attr;
+
+	if (imapfs_tree_is_part(fs->tree, parent))
+		return TRUE;
+	return name &&
+	       imapfs_tree_lookup(fs->tree, parent, name, &attr, NULL) &&
+	       attr.kind == IMAPFS_NODE_PART_DIR;
+}
+
+/* writable(), and EPERM for a change inside a parts directory. */
+static gboolean changeable(fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+	if (!writable(req))
+		return FALSE;
+	if (!in_parts(fs_of(req), parent, name))
+		return TRUE;
+	fuse_reply_err(req, EPERM);
+	return FALSE;
+}
+
 static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr,
 		       int to_set, struct fuse_file_info *fi)
 {
@@ -682,7 +709,8 @@ static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr,
 			    : attr->st_mtime;
 	set.set_other = (to_set & (FUSE_SET_ATTR_MODE | FUSE_SET_ATTR_UID |
 				   FUSE_SET_ATTR_GID)) != 0;
-	if ((set.set_size || set.set_mtime || set.set_other) && !writable(req))
+	if ((set.set_size || set.set_mtime || set.set_other) &&
+	    !changeable(req, ino, NULL))
 		return;
 	if (!imapfs_tree_setattr(fs->tree, ino, &set, &now, &error)) {
 		reply_error(req, "setattr", error);
@@ -738,7 +766,7 @@ static void op_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name,
 	GError *error = NULL;
 	ImapfsAttr attr;
 
-	if (!writable(req))
+	if (!changeable(req, parent, NULL))
 		return;
 	if (!imapfs_tree_mkdir(fs_of(req)->tree, parent, name, &attr, &error))
 		reply_error(req, "mkdir", error);
@@ -753,7 +781,7 @@ static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name,
 	GError *error = NULL;
 	ImapfsAttr attr;
 
-	if (!writable(req))
+	if (!changeable(req, parent, NULL))
 		return;
 	if (!S_ISREG(mode)) {
 		fuse_reply_err(req, EPERM);
@@ -779,7 +807,7 @@ static void op_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
 	GError *error = NULL;
 
-	if (!writable(req))
+	if (!changeable(req, parent, NULL))
 		return;
 	if (!imapfs_tree_unlink(fs_of(req)->tree, parent, name, &error))
 		reply_error(req, "unlink", error);
@@ -791,7 +819,7 @@ static void op_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
 	GError *error = NULL;
 
-	if (!writable(req))
+	if (!changeable(req, parent, name))
 		return;
 	if (!imapfs_tree_rmdir(fs_of(req)->tree, parent, name, &error))
 		reply_error(req, "rmdir", error);
@@ -807,7 +835,8 @@ static void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name,
 	GError *error = NULL;
 	ImapfsAttr attr;
 
-	if (!writable(req))
+	if (!changeable(req, parent, name) ||
+	    (newparent != parent && !changeable(req, newparent, NULL)))
 		return;
 	if (flags & RENAME_EXCHANGE) {
 		fuse_reply_err(req, EINVAL);
@@ -841,7 +870,7 @@ static void op_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name,
 					    : EOPNOTSUPP);
 		return;
 	}
-	if (!writable(req))
+	if (!changeable(req, ino, NULL))
 		return;
 	g_autofree char *flags_str = g_strndup(value, size);
 	if (strlen(flags_str) != size) {

@@ -14,6 +14,11 @@
 #define UID_SHIFT 8
 #define KIND_MESSAGE 1
 #define KIND_PENDING 2
+/* A part file, or an attached message's parts directory: numbered in
+ * order of first listing (tree->part_seq << UID_SHIFT | KIND_PART). */
+#define KIND_PART 3
+/* A message's own <UID>.parts/: slot << 40 | uid << 8 | KIND_PARTS_DIR. */
+#define KIND_PARTS_DIR 4
 /* A directory listing younger than this is reused by lookup without
  * asking the server. */
 #define LOOKUP_FRESH_US (2 * G_TIME_SPAN_SECOND)
@@ -40,7 +45,11 @@ typedef struct {
 	 * for the whole mailbox when first needed; NULL until then. */
 	GHashTable *meta;
 	guint32 meta_next; /* UIDs below this were asked for */
-	guint64 opened;	   /* message files opened; see imapfs_tree_dir_reads */
+	/* BINARY.SIZE answers, "uid/section" -> guint64 * (G_MAXUINT64:
+	 * the server would not decode it); NULL until first asked. */
+	GHashTable *binary_sizes;
+	gboolean no_binary; /* the server has no BINARY */
+	guint64 opened; /* message files opened; see imapfs_tree_dir_reads */
 	/* Prefetch: messages opened in listing order (by UID, or by name as
 	 * rsync and restic sort) make the next ones worth fetching ahead. */
 	guint32 *by_name;  /* UIDs sorted by file name; NULL: not built */
@@ -72,6 +81,11 @@ struct ImapfsTree {
 	/* Messages being written (Pending *), by inode number; by lock. */
 	GHashTable *pending;
 	guint32 pending_seq; /* the last pending inode's number; by lock */
+	/* Nodes of the parts directories (tree-parts.c), by inode number
+	 * and by "slot/uid/section/d|f"; by lock. */
+	GHashTable *part_nodes;
+	GHashTable *part_keys;
+	guint64 part_seq;
 };
 
 typedef struct Pending Pending;
@@ -90,6 +104,10 @@ void tree_message_attr(const Mailbox *m, const ImapfsMessageInfo *info,
 		       ImapfsAttr *attr);
 gboolean tree_fail_noent(GError **error, const char *what);
 char *tree_child_path(const Mailbox *parent, const char *name);
+/* "123<suffix>" -> 123; FALSE for anything else, including a leading
+ * zero ("0123.eml"). */
+gboolean tree_parse_uid_name(const char *name, const char *suffix,
+			     guint32 *uid_r);
 /* "123.eml" -> 123; FALSE for anything else, including "0123.eml". */
 gboolean tree_parse_message_name(const char *name, guint32 *uid_r);
 /* Looks @name up among what is already known. Called locked. */
@@ -120,3 +138,29 @@ void tree_pending_list_locked(ImapfsTree *tree, Mailbox *dir, GPtrArray *out,
 gssize tree_pending_read(ImapfsTree *tree, guint64 ino, guint64 offset,
 			 gsize len, char *buf, GError **error);
 void tree_add_entry(GPtrArray *out, char *name, const ImapfsAttr *attr);
+
+/* tree-xattr.c: ENVELOPE and BODYSTRUCTURE of message @ino's mailbox,
+ * fetched for all its messages not asked for yet, in one command. */
+gboolean tree_load_meta(ImapfsTree *tree, guint64 ino, GError **error);
+
+/* tree-parts.c: the <UID>.parts/ directories. */
+void tree_part_node_free(gpointer node);
+guint64 tree_parts_dir_ino(const Mailbox *m, guint32 uid);
+/* Whether @ino is a part file or a parts directory. */
+gboolean tree_is_part(guint64 ino);
+/* "123.parts" -> 123; FALSE for anything else. */
+gboolean tree_parse_parts_name(const char *name, guint32 *uid_r);
+void tree_parts_dir_attr(const Mailbox *m, const ImapfsMessageInfo *info,
+			 ImapfsAttr *attr);
+/* Called locked. */
+gboolean tree_part_getattr_locked(ImapfsTree *tree, guint64 ino,
+				  ImapfsAttr *attr);
+GPtrArray *tree_part_readdir(ImapfsTree *tree, guint64 ino, GError **error);
+gboolean tree_part_lookup(ImapfsTree *tree, guint64 parent, const char *name,
+			  ImapfsAttr *attr, GError **error);
+gboolean tree_part_open(ImapfsTree *tree, guint64 ino, guint64 *size_r,
+			gboolean *changed_r, GError **error);
+gssize tree_part_read(ImapfsTree *tree, guint64 ino, guint64 offset, gsize len,
+		      char *buf, GError **error);
+/* The charset parameter of text part @ino, or NULL. */
+char *tree_part_charset(ImapfsTree *tree, guint64 ino);

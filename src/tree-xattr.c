@@ -146,10 +146,10 @@ static void store_meta(Mailbox *m, guint32 uidvalidity, MetaJob *j)
 /*
  * ENVELOPE and BODYSTRUCTURE of the messages of message @ino's mailbox
  * that the tree has not asked for yet, in one command for all of them:
- * getfattr over a whole mailbox costs one command, not one per file.
- * Failures only leave the user.mail.* attributes out.
+ * getfattr or ls -R over a whole mailbox costs one command, not one per
+ * file.
  */
-static void load_meta(ImapfsTree *tree, guint64 ino)
+gboolean tree_load_meta(ImapfsTree *tree, guint64 ino, GError **error)
 {
 	g_autofree char *server = NULL;
 	guint32 uidvalidity = 0, uid;
@@ -164,17 +164,20 @@ static void load_meta(ImapfsTree *tree, guint64 ino)
 		j.first = m->meta_next;
 	}
 	g_mutex_unlock(&tree->lock);
-	if (server == NULL || !imapfs_pool_run(tree->pool, server, uidvalidity,
-					       TRUE, meta_func, &j, NULL)) {
+	if (server == NULL)
+		return TRUE;
+	if (!imapfs_pool_run(tree->pool, server, uidvalidity, TRUE, meta_func,
+			     &j, error)) {
 		if (j.got)
 			g_ptr_array_unref(j.got);
-		return;
+		return FALSE;
 	}
 	g_mutex_lock(&tree->lock);
 	if (tree_decode_message(tree, ino, &m, &uid) && m->messages)
 		store_meta(m, uidvalidity, &j);
 	g_mutex_unlock(&tree->lock);
 	g_ptr_array_unref(j.got);
+	return TRUE;
 }
 
 /* A mailbox directory's listing, loaded if it is not yet. */
@@ -199,9 +202,21 @@ GPtrArray *imapfs_tree_xattrs(ImapfsTree *tree, guint64 ino, GError **error)
 	Mailbox *m;
 	guint32 uid;
 
+	if (tree_is_part(ino)) {
+		ImapfsAttr attr;
+		if (!imapfs_tree_getattr(tree, ino, &attr, error)) {
+			g_ptr_array_unref(out);
+			return NULL;
+		}
+		char *charset = tree_part_charset(tree, ino);
+		if (charset)
+			add(out, "user.mail.charset", charset);
+		return out;
+	}
 	if (!imapfs_tree_is_pending(tree, ino)) {
 		load_listing(tree, ino);
-		load_meta(tree, ino);
+		/* Failures only leave the user.mail.* attributes out. */
+		tree_load_meta(tree, ino, NULL);
 	}
 	char *flags = imapfs_tree_get_flags(tree, ino, NULL);
 	g_mutex_lock(&tree->lock);

@@ -28,6 +28,8 @@ static void mailbox_free(gpointer p)
 	g_free(m->special_use);
 	if (m->meta)
 		g_hash_table_unref(m->meta);
+	if (m->binary_sizes)
+		g_hash_table_unref(m->binary_sizes);
 	if (m->messages)
 		g_array_unref(m->messages);
 	g_free(m->by_name);
@@ -81,6 +83,10 @@ ImapfsTree *imapfs_tree_new(const ImapfsConfig *cfg, ImapfsPool *pool,
 		g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
 	tree->pending = g_hash_table_new_full(g_int64_hash, g_int64_equal, NULL,
 					      tree_pending_free);
+	tree->part_nodes = g_hash_table_new_full(g_int64_hash, g_int64_equal,
+						 NULL, tree_part_node_free);
+	tree->part_keys =
+		g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
 	add_mailbox(tree, "");
 	return tree;
 }
@@ -93,6 +99,8 @@ void imapfs_tree_free(ImapfsTree *tree)
 	g_hash_table_unref(tree->corrected);
 	g_hash_table_unref(tree->warned);
 	g_hash_table_unref(tree->pending);
+	g_hash_table_unref(tree->part_keys);
+	g_hash_table_unref(tree->part_nodes);
 	g_free(tree->trash_name);
 	g_ptr_array_unref(tree->slots);
 	g_strfreev(tree->root_levels);
@@ -556,24 +564,31 @@ gboolean imapfs_tree_getattr(ImapfsTree *tree, guint64 ino, ImapfsAttr *attr,
 		if (info)
 			tree_message_attr(m, info, attr);
 		ok = info != NULL;
-	} else
+	} else if (tree_is_part(ino))
+		ok = tree_part_getattr_locked(tree, ino, attr);
+	else
 		ok = tree_pending_getattr_locked(tree, ino, attr);
 	g_mutex_unlock(&tree->lock);
 	return ok || tree_fail_noent(error, "inode");
 }
 
-/* "123.eml" -> 123; FALSE for anything else, including "0123.eml". */
-gboolean tree_parse_message_name(const char *name, guint32 *uid_r)
+gboolean tree_parse_uid_name(const char *name, const char *suffix,
+			     guint32 *uid_r)
 {
 	char *end = NULL;
 
 	if (!g_ascii_isdigit(name[0]) || name[0] == '0')
 		return FALSE;
 	guint64 v = g_ascii_strtoull(name, &end, 10);
-	if (g_strcmp0(end, ".eml") != 0 || v == 0 || v > G_MAXUINT32)
+	if (g_strcmp0(end, suffix) != 0 || v == 0 || v > G_MAXUINT32)
 		return FALSE;
 	*uid_r = (guint32)v;
 	return TRUE;
+}
+
+gboolean tree_parse_message_name(const char *name, guint32 *uid_r)
+{
+	return tree_parse_uid_name(name, ".eml", uid_r);
 }
 
 char *tree_child_path(const Mailbox *parent, const char *name)
@@ -599,6 +614,9 @@ gboolean tree_lookup_locked(ImapfsTree *tree, Mailbox *dir, const char *name,
 					  : NULL;
 	if (info)
 		tree_message_attr(dir, info, attr);
+	else if (tree->cfg->parts && tree_parse_parts_name(name, &uid) &&
+		 (info = tree_find_message(dir, uid)) != NULL)
+		tree_parts_dir_attr(dir, info, attr);
 	return info != NULL ||
 	       tree_pending_lookup_locked(tree, dir, name, attr);
 }
@@ -609,6 +627,8 @@ gboolean imapfs_tree_lookup(ImapfsTree *tree, guint64 parent, const char *name,
 	g_autofree char *path = NULL;
 	gboolean found = FALSE;
 
+	if (tree_is_part(parent))
+		return tree_part_lookup(tree, parent, name, attr, error);
 	g_mutex_lock(&tree->lock);
 	Mailbox *dir = tree_dir_of(tree, parent);
 	if (dir) {
@@ -619,7 +639,9 @@ gboolean imapfs_tree_lookup(ImapfsTree *tree, guint64 parent, const char *name,
 	/* Only a message name can be news from the server; child mailboxes
 	 * come from LIST, and other names never exist. */
 	guint32 uid;
-	if (dir == NULL || found || !tree_parse_message_name(name, &uid))
+	if (dir == NULL || found ||
+	    !(tree_parse_message_name(name, &uid) ||
+	      (tree->cfg->parts && tree_parse_parts_name(name, &uid))))
 		return found || tree_fail_noent(error, name);
 	/* Not known yet: a message may have arrived, or the listing was
 	 * never loaded. */
@@ -667,6 +689,13 @@ static GPtrArray *snapshot(ImapfsTree *tree, Mailbox *dir)
 		}
 		tree_message_attr(dir, info, &attr);
 		tree_add_entry(out, name, &attr);
+		name = g_strdup_printf("%u.parts", info->uid);
+		if (!tree->cfg->parts || g_hash_table_contains(names, name)) {
+			g_free(name);
+			continue;
+		}
+		tree_parts_dir_attr(dir, info, &attr);
+		tree_add_entry(out, name, &attr);
 	}
 	tree_pending_list_locked(tree, dir, out, names);
 	return out;
@@ -676,6 +705,8 @@ GPtrArray *imapfs_tree_readdir(ImapfsTree *tree, guint64 ino, GError **error)
 {
 	g_autofree char *path = NULL;
 
+	if (tree_is_part(ino))
+		return tree_part_readdir(tree, ino, error);
 	g_mutex_lock(&tree->lock);
 	Mailbox *dir = tree_dir_of(tree, ino);
 	if (dir && dir->present)
@@ -933,6 +964,8 @@ gboolean imapfs_tree_open(ImapfsTree *tree, guint64 ino, guint64 *size_r,
 	guint64 listed;
 	gboolean checked;
 
+	if (tree_is_part(ino))
+		return tree_part_open(tree, ino, size_r, changed_r, error);
 	if (!message_key(tree, ino, &key, &listed, &checked, error))
 		return FALSE;
 	g_autofree char *name = (char *)key.mailbox;
@@ -970,6 +1003,8 @@ gssize imapfs_tree_read(ImapfsTree *tree, guint64 ino, guint64 offset,
 
 	if (imapfs_tree_is_pending(tree, ino))
 		return tree_pending_read(tree, ino, offset, len, buf, error);
+	if (tree_is_part(ino))
+		return tree_part_read(tree, ino, offset, len, buf, error);
 	if (!message_key(tree, ino, &key, NULL, NULL, error))
 		return -1;
 	g_autofree char *name = (char *)key.mailbox;

@@ -75,6 +75,8 @@ Try:
   cat mnt/INBOX/1.eml
   ls mnt/Archive mnt/Entwürfe mnt/日本語
   getfattr -d mnt/INBOX/1.eml
+  ls -R mnt/Attachments/2.parts mnt/Attachments/3.parts
+  cat mnt/Attachments/2.parts/1.2.html         (base64 on the server)
   cp mnt/INBOX/1.eml mnt/Archive/copy.eml      (UID COPY on the server)
   mv mnt/INBOX/2.eml mnt/Archive/              (UID MOVE)
   setfattr -n user.imap.flags -v '\Seen' mnt/INBOX/3.eml

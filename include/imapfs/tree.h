@@ -39,7 +39,9 @@ typedef struct ImapfsTree ImapfsTree;
 typedef enum {
 	IMAPFS_NODE_DIR,
 	IMAPFS_NODE_MESSAGE,
-	IMAPFS_NODE_PENDING, /* a new message being written (see below) */
+	IMAPFS_NODE_PENDING,  /* a new message being written (see below) */
+	IMAPFS_NODE_PART_DIR, /* <UID>.parts/ or an attached message's */
+	IMAPFS_NODE_PART,     /* a MIME part, transfer-decoded; read-only */
 } ImapfsNodeKind;
 
 typedef struct {
@@ -129,6 +131,9 @@ gboolean imapfs_tree_create(ImapfsTree *tree, guint64 parent, const char *name,
  * (NOTPERMITTED). Pending files count their opens. */
 gboolean imapfs_tree_open_pending(ImapfsTree *tree, guint64 ino, gboolean write,
 				  gboolean trunc, GError **error);
+
+/* Whether @ino is a part file or a parts directory (read-only). */
+gboolean imapfs_tree_is_part(ImapfsTree *tree, guint64 ino);
 
 /* Whether @ino is a pending file (opened with imapfs_tree_open_pending,
  * released with imapfs_tree_release). */

@@ -15,6 +15,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import imapfs_fixtures as F  # noqa: E402
+from parts_corpus import MESSAGES  # noqa: E402
 
 
 def start(root):
@@ -26,6 +27,14 @@ def start(root):
     d.start()
     try:
         F.Corpus(bulk=20, big=False).load(d)
+        # MIME hard cases, to look at in <UID>.parts/.
+        c = d.client()
+        try:
+            F.imap_check(c.create('Attachments'), 'CREATE')
+            F.multiappend(c, 'Attachments',
+                          [(None, None, raw) for _, raw in MESSAGES])
+        finally:
+            c.logout()
     except Exception:
         d.stop(remove=False)
         raise

@@ -21,7 +21,8 @@ def kick(dovecot, user='alice'):
 
 
 def test_reads_survive_dropped_connections(fresh_server, mount):
-    m = mount(server=fresh_server)
+    m = mount(server=fresh_server, options=['cafile=' + fresh_server.cafile,
+                                             'parts=no'])
     box = fresh_server.corpus['INBOX']
     uids = sorted(box.messages)
     inbox = os.path.join(m.mountpoint, 'INBOX')

@@ -449,7 +449,7 @@ def test_cat_redirect_appends_once(srv, mount):
     assert [msg.data for msg in drafts.values()] == [data]
     uid = next(iter(drafts))
     assert set(os.listdir(os.path.join(m.mountpoint, 'Drafts'))) == \
-        {'%d.eml' % uid}
+        {'%d.eml' % uid, '%d.parts' % uid}
     assert len(sent(m, r'^APPEND ')) == 1
 
 
@@ -472,7 +472,8 @@ def test_rsync_maildir_appends_each_once(srv, mount, tmp_path):
     new = [msg.data for u, msg in after.items() if u not in before]
     assert sorted(new) == sorted(datas.values())
     listed = set(os.listdir(os.path.join(m.mountpoint, 'Archive')))
-    assert listed == {msg.filename for msg in after.values()} | {'2024'}
+    assert listed == {msg.filename for msg in after.values()} | \
+        {'%d.parts' % u for u in after} | {'2024'}
     assert len(sent(m, r'^APPEND ')) == len(datas)
 
 
@@ -1280,7 +1281,11 @@ def test_random_changes_match_a_model(srv, mount, tmp_path):
         names = set(os.listdir(os.path.join(root, path)))
         kids = {p.rsplit('/', 1)[1] for p in model if p.startswith(path + '/')
                 and '/' not in p[len(path) + 1:]}
-        stray = names - kids - emls(os.path.join(root, path))
+        messages = emls(os.path.join(root, path))
+        # Every message has its parts directory, and only a message.
+        parts = {n for n in names if re.fullmatch(r'\d+\.parts', n)}
+        assert {n[:-len('.parts')] + '.eml' for n in parts} == messages
+        stray = names - kids - messages - parts
         assert not stray, (path, stray)
         return emls(os.path.join(root, path))
 
