@@ -14,6 +14,7 @@ appended (from the -d trace). Runs a private Dovecot on 127.0.0.1; with
 """
 
 import argparse
+import contextlib
 import os
 import re
 import subprocess
@@ -64,7 +65,8 @@ def main():
     ca = fx.CA(os.path.join(work, 'ca'))
     dove = fx.Dovecot(ca)
     dove.start()
-    proxy = mount = None
+    mount = None
+    proxies = contextlib.ExitStack()
     try:
         c = dove.client()
         for _ in range(args.rounds):
@@ -75,11 +77,8 @@ def main():
         for i in range(args.rounds):
             fx.imap_check(c.create('Copies%d' % i), 'CREATE')
         c.logout()
-        url = dove.url('imaps')
-        if args.delay:
-            proxy = delayproxy.DelayProxy(('127.0.0.1', dove.imaps_port),
-                                          delay=args.delay / 2000)
-            url = dove.url('imaps', port=proxy.__enter__().port)
+        url = proxies.enter_context(
+            delayproxy.imaps_url(dove, args.delay))
         mount = fx.Mount(url, os.path.join(work, 'mnt'),
                          ['cafile=' + dove.cafile, 'cache=none'],
                          password=fx.USERS['alice'],
@@ -87,7 +86,7 @@ def main():
         mount.start()
         mp = mount.mountpoint
         uids = sorted(int(n[:-4]) for n in os.listdir(
-            os.path.join(mp, 'INBOX')))[-args.rounds:]
+            os.path.join(mp, 'INBOX')) if n.endswith('.eml'))[-args.rounds:]
         inside, outside = [], []
         for i, uid in enumerate(uids):
             before = len(mount.stderr())
@@ -109,8 +108,7 @@ def main():
     finally:
         if mount:
             mount.stop(check=False)
-        if proxy:
-            proxy.__exit__(None, None, None)
+        proxies.close()
         dove.stop()
 
 

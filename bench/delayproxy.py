@@ -24,6 +24,7 @@ Importable:
 import argparse
 import asyncio
 import collections
+import contextlib
 import os
 import signal
 import sys
@@ -282,6 +283,18 @@ class DelayProxy:
 
     def __exit__(self, *exc):
         self.stop()
+
+
+@contextlib.contextmanager
+def imaps_url(dovecot, rtt_ms):
+    """The imaps URL of a fixtures Dovecot, through a DelayProxy adding
+    @rtt_ms of round-trip time (none for 0); the proxy stops on exit."""
+    if not rtt_ms:
+        yield dovecot.url('imaps')
+        return
+    with DelayProxy(('127.0.0.1', dovecot.imaps_port),
+                    delay=rtt_ms / 2000) as proxy:
+        yield dovecot.url('imaps', port=proxy.port)
 
 
 def run_subprocess(target, delay_ms, timeout=10):

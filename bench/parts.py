@@ -17,6 +17,7 @@ bench/delayproxy.py adding that round-trip time.
 """
 
 import argparse
+import contextlib
 import os
 import re
 import subprocess
@@ -77,7 +78,7 @@ def main():
     caps = fx.capabilities_without('BINARY') if args.no_binary else None
     dove = fx.Dovecot(ca, imap_capability=caps)
     dove.start()
-    proxy = None
+    proxies = contextlib.ExitStack()
     try:
         c = dove.client()
         fx.imap_check(c.create(BOX), 'CREATE')
@@ -85,11 +86,8 @@ def main():
         fx.multiappend(c, BOX, [(None, None, raws[i % len(raws)])
                                 for i in range(args.messages)])
         c.logout()
-        url = dove.url('imaps')
-        if args.delay:
-            proxy = delayproxy.DelayProxy(('127.0.0.1', dove.imaps_port),
-                                          delay=args.delay / 2000)
-            url = dove.url('imaps', port=proxy.__enter__().port)
+        url = proxies.enter_context(
+            delayproxy.imaps_url(dove, args.delay))
         best = {}
         for r in range(args.rounds):
             for parts in (False, True):
@@ -105,8 +103,7 @@ def main():
                  t_yes, n_yes, summary(c_yes), t_no, n_no, summary(c_no),
                  t_yes / t_no))
     finally:
-        if proxy:
-            proxy.__exit__(None, None, None)
+        proxies.close()
         dove.stop()
 
 
