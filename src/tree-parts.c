@@ -574,19 +574,52 @@ GPtrArray *tree_part_readdir(ImapfsTree *tree, guint64 ino, GError **error)
 	return out;
 }
 
+/* @name in the listing of parts directory @ino, if it was made; on a
+ * match fills @attr with the size as now known. Called locked. */
+static gboolean known_entry(ImapfsTree *tree, guint64 ino, const char *name,
+			    ImapfsAttr *attr, gboolean *listed_r)
+{
+	const PartNode *d = g_hash_table_lookup(tree->part_nodes, &ino);
+
+	*listed_r = d && d->entries;
+	for (guint i = 0; *listed_r && i < d->entries->len; i++) {
+		const ImapfsDirEntry *e = d->entries->pdata[i];
+		if (strcmp(e->name, name) != 0)
+			continue;
+		*attr = e->attr;
+		const PartNode *n =
+			g_hash_table_lookup(tree->part_nodes, &attr->ino);
+		if (n && !n->dir)
+			attr->size = n->size;
+		return TRUE;
+	}
+	return FALSE;
+}
+
 gboolean tree_part_lookup(ImapfsTree *tree, guint64 parent, const char *name,
 			  ImapfsAttr *attr, GError **error)
 {
-	g_autoptr(GPtrArray) entries = tree_part_readdir(tree, parent, error);
+	gboolean listed = FALSE, found;
+	Mailbox *m;
+	ImapfsMessageInfo *info;
 
-	for (guint i = 0; entries && i < entries->len; i++) {
-		ImapfsDirEntry *e = entries->pdata[i];
-		if (strcmp(e->name, name) == 0) {
-			*attr = e->attr;
-			return TRUE;
-		}
+	g_mutex_lock(&tree->lock);
+	/* The message must still be there, as for every part inode. */
+	found = find_node(tree, parent, &m, &info) &&
+		known_entry(tree, parent, name, attr, &listed);
+	g_mutex_unlock(&tree->lock);
+	if (found)
+		return TRUE;
+	if (!listed) {
+		g_autoptr(GPtrArray) entries =
+			tree_part_readdir(tree, parent, error);
+		if (entries == NULL)
+			return FALSE;
+		g_mutex_lock(&tree->lock);
+		found = known_entry(tree, parent, name, attr, &listed);
+		g_mutex_unlock(&tree->lock);
 	}
-	return entries && tree_fail_noent(error, name);
+	return found || tree_fail_noent(error, name);
 }
 
 /* --- reading -------------------------------------------------------------- */
@@ -665,14 +698,14 @@ gssize tree_part_read(ImapfsTree *tree, guint64 ino, guint64 offset, gsize len,
 	return got;
 }
 
-char *tree_part_charset(ImapfsTree *tree, guint64 ino)
+gboolean tree_part_charset(ImapfsTree *tree, guint64 ino, char **charset_r)
 {
 	Mailbox *m;
 	ImapfsMessageInfo *info;
 
 	g_mutex_lock(&tree->lock);
 	PartNode *n = find_node(tree, ino, &m, &info);
-	char *charset = n ? g_strdup(n->charset) : NULL;
+	*charset_r = n ? g_strdup(n->charset) : NULL;
 	g_mutex_unlock(&tree->lock);
-	return charset;
+	return n != NULL;
 }

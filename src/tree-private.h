@@ -162,5 +162,6 @@ gboolean tree_part_open(ImapfsTree *tree, guint64 ino, guint64 *size_r,
 			gboolean *changed_r, GError **error);
 gssize tree_part_read(ImapfsTree *tree, guint64 ino, guint64 offset, gsize len,
 		      char *buf, GError **error);
-/* The charset parameter of text part @ino, or NULL. */
-char *tree_part_charset(ImapfsTree *tree, guint64 ino);
+/* Whether part file or directory @ino exists; *@charset_r gets the
+ * charset parameter of a text part (new), else NULL. */
+gboolean tree_part_charset(ImapfsTree *tree, guint64 ino, char **charset_r);

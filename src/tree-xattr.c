@@ -203,12 +203,12 @@ GPtrArray *imapfs_tree_xattrs(ImapfsTree *tree, guint64 ino, GError **error)
 	guint32 uid;
 
 	if (tree_is_part(ino)) {
-		ImapfsAttr attr;
-		if (!imapfs_tree_getattr(tree, ino, &attr, error)) {
+		char *charset;
+		if (!tree_part_charset(tree, ino, &charset)) {
 			g_ptr_array_unref(out);
+			tree_fail_noent(error, "inode");
 			return NULL;
 		}
-		char *charset = tree_part_charset(tree, ino);
 		if (charset)
 			add(out, "user.mail.charset", charset);
 		return out;

@@ -284,7 +284,8 @@ def test_listing_parts_fetches_no_body(parts_server, mount):
                  if re.search(r'\bC: A\d+ UID FETCH \d+ \(UID BINARY\.SIZE',
                               l)]
         answered = [i for i, l in enumerate(lines)
-                    if re.search(r'\bS: \* \d+ FETCH \(UID \d+ BINARY\.SIZE', l)]
+                    if re.search(r'\bS: \* \d+ FETCH \(UID \d+ BINARY\.SIZE',
+                                 l)]
         assert len(asked) == len(parts_corpus.MESSAGES) - 1  # not 'simple'
         assert max(asked) < min(answered)
     else:
