@@ -159,6 +159,31 @@ static ImapfsSession *open_session(ImapfsPool *pool, gboolean *wait_r,
 	return s;
 }
 
+ImapfsSession *imapfs_pool_open_extra(ImapfsPool *pool, GError **error)
+{
+	ImapfsSession *s =
+		imapfs_session_new(pool->cfg, pool->tls, pool->password);
+
+	imapfs_trace(IMAPFS_TRACE_POOL, "pool: opening an extra connection");
+	g_mutex_lock(&pool->lock);
+	gboolean shut_down = pool->shut_down;
+	if (!shut_down)
+		g_ptr_array_add(pool->opening, s);
+	g_mutex_unlock(&pool->lock);
+	if (shut_down) {
+		imapfs_session_free(s);
+		fail_shut_down(error);
+		return NULL;
+	}
+	gboolean opened = imapfs_session_open(s, error);
+	g_mutex_lock(&pool->lock);
+	g_ptr_array_remove_fast(pool->opening, s);
+	g_mutex_unlock(&pool->lock);
+	if (!opened)
+		g_clear_pointer(&s, imapfs_session_free);
+	return s;
+}
+
 /* An idle session, preferring one already on @mailbox. Called locked. */
 static ImapfsSession *take_idle(ImapfsPool *pool, const char *mailbox)
 {

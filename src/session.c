@@ -49,8 +49,10 @@ struct ImapfsSession {
 	guint64 append_limit; /* APPENDLIMIT=n; 0: none or per mailbox */
 	guint tag_counter;
 	char *selected;
-	gboolean writable; /* selected with SELECT, not EXAMINE */
-	CodeWatch *watch;  /* the command in flight's, or NULL */
+	gboolean writable;  /* selected with SELECT, not EXAMINE */
+	CodeWatch *watch;   /* the command in flight's, or NULL */
+	char idle_tag[16];  /* IDLE's tag while it runs, else "" */
+	gboolean idle_news; /* news came before IDLE's continuation */
 	ImapfsMailboxState mbox;
 	char *bye_text; /* set when the server said BYE */
 	gint aborted;	/* atomic: imapfs_session_abort() was called */
@@ -252,6 +254,7 @@ static void set_capabilities(ImapfsSession *s, GPtrArray *words, guint first)
 		{"LITERAL-", IMAPFS_CAP_LITERAL_MINUS},
 		{"UNSELECT", IMAPFS_CAP_UNSELECT},
 		{"OBJECTID", IMAPFS_CAP_OBJECTID},
+		{"LIST-STATUS", IMAPFS_CAP_LIST_STATUS},
 	};
 
 	s->caps = 0;
@@ -1016,11 +1019,38 @@ static guint list_flags(GPtrArray *attrs)
 	return flags;
 }
 
+typedef struct {
+	GPtrArray *out;	     /* ImapfsListEntry * */
+	GHashTable *by_name; /* name -> entry, for LIST-STATUS's STATUS */
+} ListReply;
+
+static gboolean parse_status_items(ImapfsSession *s, const ImapfsArg *list,
+				   ImapfsMailboxStatus *st);
+
+/* "* STATUS name (...)" after a LIST line (RFC 5819 section 2). */
+static void on_list_status(ImapfsSession *s, GPtrArray *a, ListReply *r)
+{
+	const char *name = imapfs_arg_str(a->pdata[1]);
+	ImapfsListEntry *e = NULL;
+
+	if (name && g_ascii_strcasecmp(name, "INBOX") == 0)
+		name = "INBOX";
+	if (name)
+		e = g_hash_table_lookup(r->by_name, name);
+	if (e && parse_status_items(s, a->pdata[2], &e->status))
+		e->has_status = TRUE;
+}
+
 /* "* LIST (attrs) delim name": anything else of that shape is skipped. */
 static void on_list(ImapfsSession *s, ImapfsResponse *resp, gpointer ctx)
 {
-	GPtrArray *out = ctx, *a = resp->args;
+	ListReply *r = ctx;
+	GPtrArray *a = resp->args;
 
+	if (a->len == 3 && imapfs_arg_is_atom(a->pdata[0], "STATUS")) {
+		on_list_status(s, a, r);
+		return;
+	}
 	if (a->len < 4 || !imapfs_arg_is_atom(a->pdata[0], "LIST"))
 		return;
 	const char *delim = imapfs_arg_str(a->pdata[2]);
@@ -1037,16 +1067,30 @@ static void on_list(ImapfsSession *s, ImapfsResponse *resp, gpointer ctx)
 	e->delim = delim ? delim[0] : '\0';
 	e->flags = list_flags(imapfs_arg_list(a->pdata[1]));
 	e->special_use = special_use(imapfs_arg_list(a->pdata[1]));
-	g_ptr_array_add(out, e);
+	g_ptr_array_add(r->out, e);
+	g_hash_table_replace(r->by_name, e->name, e);
+}
+
+/* The STATUS items imapfs asks for. */
+static const char *status_items(ImapfsSession *s)
+{
+	return imapfs_session_has(s, IMAPFS_CAP_CONDSTORE)
+		       ? "MESSAGES UIDNEXT UIDVALIDITY HIGHESTMODSEQ"
+		       : "MESSAGES UIDNEXT UIDVALIDITY";
 }
 
 GPtrArray *imapfs_session_list(ImapfsSession *s, const char *reference,
-			       const char *pattern, GError **error)
+			       const char *pattern, gboolean status,
+			       GError **error)
 {
 	g_autoptr(GPtrArray) out =
 		g_ptr_array_new_with_free_func(imapfs_list_entry_free);
+	g_autoptr(GHashTable) by_name =
+		g_hash_table_new(g_str_hash, g_str_equal);
 	g_autoptr(GString) line = g_string_new("LIST ");
-	Command cmd = {"LIST", on_list, NULL, out};
+	ListReply r = {out, by_name};
+	Command cmd = {"LIST", on_list, NULL, &r};
+	GString *ret = NULL;
 
 	if (!build_quoted(s, line, reference, error))
 		return NULL;
@@ -1059,7 +1103,15 @@ GPtrArray *imapfs_session_list(ImapfsSession *s, const char *reference,
 	 * \HasNoChildren without CHILDREN). */
 	if (imapfs_session_has(s, IMAPFS_CAP_SPECIAL_USE) &&
 	    imapfs_session_has(s, IMAPFS_CAP_LIST_EXTENDED))
-		g_string_append(line, " RETURN (CHILDREN SPECIAL-USE)");
+		ret = add_to_list(ret, " ", "CHILDREN SPECIAL-USE");
+	if (status && imapfs_session_has(s, IMAPFS_CAP_LIST_STATUS)) {
+		ret = add_to_list(ret, " ", "STATUS (");
+		g_string_append_printf(ret, "%s)", status_items(s));
+	}
+	if (ret) {
+		g_string_append_printf(line, " RETURN (%s)", ret->str);
+		g_string_free(ret, TRUE);
+	}
 	if (!run(s, line->str, NULL, &cmd, error))
 		return NULL;
 	return g_steal_pointer(&out);
@@ -2494,6 +2546,11 @@ static gboolean leave_selected(ImapfsSession *s, GError **error)
 	return TRUE;
 }
 
+gboolean imapfs_session_unselect(ImapfsSession *s, GError **error)
+{
+	return s->selected == NULL || leave_selected(s, error);
+}
+
 /* "@verb "@a"" or "@verb "@a" "@b"". */
 static gboolean run_named(ImapfsSession *s, const char *verb, const char *a,
 			  const char *b, GError **error)
@@ -2545,14 +2602,33 @@ gboolean imapfs_session_catch_up(ImapfsSession *s, guint32 uid, GError **error)
 			   : imapfs_session_examine(s, mailbox, NULL, error);
 }
 
+/* "(MESSAGES 3 UIDNEXT 9 UIDVALIDITY 1 [HIGHESTMODSEQ 7])". */
+static gboolean parse_status_items(ImapfsSession *s, const ImapfsArg *list,
+				   ImapfsMailboxStatus *st)
+{
+	GPtrArray *items = imapfs_arg_list(list);
+
+	(void)s;
+	memset(st, 0, sizeof(*st));
+	if (items == NULL)
+		return FALSE;
+	const ImapfsArg *modseq = fetch_item(items, "HIGHESTMODSEQ");
+	if (modseq)
+		imapfs_arg_number(modseq, &st->highestmodseq);
+	return arg_u32(fetch_item(items, "MESSAGES"), &st->messages) &&
+	       arg_u32(fetch_item(items, "UIDNEXT"), &st->uidnext) &&
+	       arg_u32(fetch_item(items, "UIDVALIDITY"), &st->uidvalidity);
+}
+
 typedef struct {
-	const char *mailbox;
-	gboolean found;
+	const char *const *mailboxes;
+	guint n;
 	ImapfsMailboxStatus *st;
+	gboolean *found;
 } StatusReply;
 
 /* "* STATUS name (MESSAGES 3 UIDNEXT 9 UIDVALIDITY 1)": lines about
- * other mailboxes are not this command's answer. */
+ * mailboxes not asked for are not this command's answer. */
 static void on_status(ImapfsSession *s, ImapfsResponse *resp, gpointer ctx)
 {
 	StatusReply *r = ctx;
@@ -2562,41 +2638,236 @@ static void on_status(ImapfsSession *s, ImapfsResponse *resp, gpointer ctx)
 		return;
 	const ImapfsArg *name_arg = a->pdata[1];
 	const char *name = imapfs_arg_str(name_arg);
-	GPtrArray *items = imapfs_arg_list(a->pdata[2]);
-	if (name == NULL || strlen(name) != name_arg->len || items == NULL ||
-	    !same_mailbox(name, r->mailbox))
+	if (name == NULL || strlen(name) != name_arg->len)
 		return;
-	if (arg_u32(fetch_item(items, "MESSAGES"), &r->st->messages) &&
-	    arg_u32(fetch_item(items, "UIDNEXT"), &r->st->uidnext) &&
-	    arg_u32(fetch_item(items, "UIDVALIDITY"), &r->st->uidvalidity))
-		r->found = TRUE;
+	for (guint i = 0; i < r->n; i++)
+		if (same_mailbox(name, r->mailboxes[i]) &&
+		    parse_status_items(s, a->pdata[2], &r->st[i]))
+			r->found[i] = TRUE;
+}
+
+/* Whether one of @mailboxes is the selected one. */
+static gboolean asks_selected(ImapfsSession *s, const char *const *mailboxes,
+			      guint n)
+{
+	for (guint i = 0; s->selected && i < n; i++)
+		if (same_mailbox(s->selected, mailboxes[i]))
+			return TRUE;
+	return FALSE;
+}
+
+gboolean imapfs_session_status_many(ImapfsSession *s,
+				    const char *const *mailboxes, guint n,
+				    ImapfsMailboxStatus *st, gboolean *found,
+				    GError **error)
+{
+	g_autoptr(GString) out = g_string_new(NULL);
+	g_autofree Tag *tags = g_new0(Tag, MAX(n, 1));
+	StatusReply r = {mailboxes, n, st, found};
+	Command cmd = {"STATUS", on_status, NULL, &r};
+	guint sent = 0;
+
+	memset(st, 0, n * sizeof(*st));
+	memset(found, 0, n * sizeof(*found));
+	/* On the selected mailbox STATUS may answer from this session's
+	 * view, missing what other clients just did (RFC 3501 6.3.10 says
+	 * not to ask it there): rmdir would then DELETE a mailbox that has
+	 * just received mail. */
+	if (!check_connected(s, error) ||
+	    (asks_selected(s, mailboxes, n) && !leave_selected(s, error)))
+		return FALSE;
+	for (guint i = 0; i < n; i++) {
+		g_autoptr(GString) line = g_string_new("STATUS ");
+		/* A name that cannot be sent is not asked (stays not found). */
+		if (!append_quoted(s, line, mailboxes[i]))
+			continue;
+		g_string_append_printf(line, " (%s)", status_items(s));
+		add_command(s, out, &tags[sent++], line->str);
+	}
+	if (sent == 0)
+		return TRUE;
+	if (!send_raw(s, out->str, out->len, error))
+		return FALSE;
+	/* A refused STATUS (a mailbox deleted meanwhile) is no failure. */
+	g_autoptr(GError) local = NULL;
+	if (wait_tags(s, tags, sent, &cmd, &local) ||
+	    imapfs_session_is_usable(s))
+		return TRUE;
+	g_propagate_error(error, g_steal_pointer(&local));
+	return FALSE;
 }
 
 gboolean imapfs_session_status(ImapfsSession *s, const char *mailbox,
 			       ImapfsMailboxStatus *st, GError **error)
 {
-	g_autoptr(GString) line = g_string_new("STATUS ");
-	StatusReply r = {mailbox, FALSE, st};
+	gboolean found = FALSE;
+	g_autoptr(GString) line = g_string_new(NULL);
+	StatusReply r = {&mailbox, 1, st, &found};
 	Command cmd = {"STATUS", on_status, NULL, &r};
 
 	memset(st, 0, sizeof(*st));
-	/* On the selected mailbox STATUS may answer from this session's
-	 * view, missing what other clients just did (RFC 3501 6.3.10 says
-	 * not to ask it there): rmdir would then DELETE a mailbox that has
-	 * just received mail. */
-	if (s->selected && same_mailbox(s->selected, mailbox) &&
-	    !leave_selected(s, error))
+	if (!check_connected(s, error) ||
+	    (asks_selected(s, &mailbox, 1) && !leave_selected(s, error)))
 		return FALSE;
+	g_string_append(line, "STATUS ");
 	if (!build_quoted(s, line, mailbox, error))
 		return FALSE;
-	g_string_append(line, " (MESSAGES UIDNEXT UIDVALIDITY)");
+	g_string_append_printf(line, " (%s)", status_items(s));
 	if (!run(s, line->str, NULL, &cmd, error))
 		return FALSE;
-	if (!r.found) {
+	if (!found) {
 		g_set_error(error, IMAPFS_ERROR, IMAPFS_ERROR_PROTOCOL,
 			    "\"%s\" sent no STATUS for \"%s\"", s->cfg->host,
 			    mailbox);
 		return FALSE;
+	}
+	return TRUE;
+}
+
+/* --- IDLE ------------------------------------------------------------------
+ */
+
+/* Whether an untagged response says the selected mailbox changed. */
+static gboolean is_mailbox_news(const ImapfsResponse *resp)
+{
+	GPtrArray *a = resp->args;
+
+	if (resp->kind != IMAPFS_RESP_UNTAGGED ||
+	    resp->status != IMAPFS_STATUS_NONE || a->len == 0)
+		return FALSE;
+	if (imapfs_arg_is_atom(a->pdata[0], "VANISHED"))
+		return TRUE;
+	return a->len >= 2 && (imapfs_arg_is_atom(a->pdata[1], "EXISTS") ||
+			       imapfs_arg_is_atom(a->pdata[1], "EXPUNGE") ||
+			       imapfs_arg_is_atom(a->pdata[1], "FETCH"));
+}
+
+/* Reads until the continuation (IDLE running) or a tagged reply (refused).
+ * Unlike wait_tags(), returns as soon as the continuation came. */
+static gboolean wait_idle_start(ImapfsSession *s, GError **error)
+{
+	for (;;) {
+		g_autoptr(ImapfsResponse) resp = read_response(s, error);
+		if (resp == NULL)
+			return FALSE;
+		trace_response(resp);
+		if (resp->kind == IMAPFS_RESP_CONTINUATION)
+			return TRUE;
+		if (resp->kind == IMAPFS_RESP_TAGGED) {
+			if (g_strcmp0(resp->tag, s->idle_tag) != 0)
+				continue;
+			s->idle_tag[0] = '\0';
+			if (tagged_result(s, resp, "IDLE", error))
+				g_set_error(error, IMAPFS_ERROR,
+					    IMAPFS_ERROR_PROTOCOL,
+					    "\"%s\" ended IDLE at once",
+					    s->cfg->host);
+			return FALSE;
+		}
+		if (!handle_common(s, resp))
+			return fail_bye(s, error);
+		if (is_mailbox_news(resp))
+			s->idle_news = TRUE;
+	}
+}
+
+gboolean imapfs_session_idle_begin(ImapfsSession *s, GError **error)
+{
+	g_autoptr(GString) out = g_string_new(NULL);
+	Tag tag;
+
+	if (!check_connected(s, error) ||
+	    !check_cap(s, IMAPFS_CAP_IDLE, "IDLE", error))
+		return FALSE;
+	add_command(s, out, &tag, "IDLE");
+	g_strlcpy(s->idle_tag, tag.s, sizeof(s->idle_tag));
+	return send_raw(s, out->str, out->len, error) &&
+	       wait_idle_start(s, error);
+}
+
+/* One response while idling: news noted, BYE fatal, a tagged reply (the
+ * server ended IDLE by itself) only noted as the end. */
+static gboolean idle_response(ImapfsSession *s, ImapfsResponse *resp,
+			      gboolean *changed_r, GError **error)
+{
+	trace_response(resp);
+	if (resp->kind == IMAPFS_RESP_CONTINUATION)
+		return TRUE; /* some servers repeat "+ idling" */
+	if (resp->kind == IMAPFS_RESP_TAGGED) {
+		/* The server ended IDLE by itself: the caller begins anew. */
+		if (g_strcmp0(resp->tag, s->idle_tag) == 0) {
+			s->idle_tag[0] = '\0';
+			*changed_r = TRUE;
+		}
+		return TRUE;
+	}
+	if (!handle_common(s, resp))
+		return fail_bye(s, error);
+	if (is_mailbox_news(resp))
+		*changed_r = TRUE;
+	return TRUE;
+}
+
+gboolean imapfs_session_idle_wait(ImapfsSession *s, guint wait_ms,
+				  gboolean *changed_r, GError **error)
+{
+	if (!check_connected(s, error))
+		return FALSE;
+	if (s->idle_news) {
+		s->idle_news = FALSE;
+		*changed_r = TRUE;
+	}
+	if (s->rbuf_pos == s->rbuf_len) {
+		/* Silence is the normal case here, not a dead server: the
+		 * first bytes are waited for with @wait_ms, the rest of a
+		 * response with the usual limit. */
+		g_autoptr(GError) local = NULL;
+		imapfs_stream_set_timeout(s->stream, wait_ms);
+		gssize n = imapfs_stream_read(s->stream, s->rbuf, READ_CHUNK,
+					      &local);
+		imapfs_stream_set_timeout(s->stream, s->cfg->timeout * 1000);
+		if (n < 0 &&
+		    g_error_matches(local, IMAPFS_ERROR, IMAPFS_ERROR_TIMEOUT))
+			return TRUE;
+		if (n < 0) {
+			set_broken(s);
+			g_propagate_error(error, g_steal_pointer(&local));
+			return FALSE;
+		}
+		s->rbuf_pos = 0;
+		s->rbuf_len = n;
+	}
+	/* Everything that came, up to a complete response. */
+	do {
+		g_autoptr(ImapfsResponse) resp = read_response(s, error);
+		if (resp == NULL || !idle_response(s, resp, changed_r, error))
+			return FALSE;
+	} while (s->rbuf_pos < s->rbuf_len);
+	return TRUE;
+}
+
+gboolean imapfs_session_idle_end(ImapfsSession *s, gboolean *changed_r,
+				 GError **error)
+{
+	if (!check_connected(s, error))
+		return FALSE;
+	if (s->idle_tag[0] != '\0') {
+		imapfs_trace(IMAPFS_TRACE_NET, "C: DONE");
+		if (!send_raw(s, "DONE\r\n", 6, error))
+			return FALSE;
+	}
+	while (s->idle_tag[0] != '\0') {
+		g_autoptr(ImapfsResponse) resp = read_response(s, error);
+		if (resp == NULL)
+			return FALSE;
+		if (resp->kind == IMAPFS_RESP_TAGGED &&
+		    g_strcmp0(resp->tag, s->idle_tag) == 0) {
+			trace_response(resp);
+			s->idle_tag[0] = '\0';
+			return tagged_result(s, resp, "IDLE", error);
+		}
+		if (!idle_response(s, resp, changed_r, error))
+			return FALSE;
 	}
 	return TRUE;
 }

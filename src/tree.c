@@ -192,7 +192,7 @@ static gboolean list_func(ImapfsSession *s, gpointer data, GError **error)
 {
 	ListResult *r = data;
 
-	r->entries = imapfs_session_list(s, "", "*", error);
+	r->entries = imapfs_session_list(s, "", "*", FALSE, error);
 	r->utf8 = imapfs_session_utf8(s);
 	return r->entries != NULL;
 }

@@ -69,6 +69,12 @@ gboolean imapfs_pool_run_write(ImapfsPool *pool, const char *mailbox,
 			       guint32 uidvalidity, ImapfsPoolFunc func,
 			       gpointer data, GError **error);
 
+/* A logged-in connection of its own for a caller that keeps it (the
+ * watcher's IDLE): not counted against cfg->connections, never handed to
+ * anyone else; free it with imapfs_session_free(). Fails at once after
+ * imapfs_pool_shutdown(), and a login under way then is aborted. */
+ImapfsSession *imapfs_pool_open_extra(ImapfsPool *pool, GError **error);
+
 /* Makes every blocked call fail promptly, and every later one fail at
  * once (unmount). Thread-safe. */
 void imapfs_pool_shutdown(ImapfsPool *pool);

@@ -61,7 +61,16 @@ typedef enum {
 	IMAPFS_CAP_LITERAL_MINUS = 1 << 19,
 	IMAPFS_CAP_UNSELECT = 1 << 20,
 	IMAPFS_CAP_OBJECTID = 1 << 21,
+	IMAPFS_CAP_LIST_STATUS = 1 << 22,
 } ImapfsCapability;
+
+/* What STATUS says of a mailbox (RFC 3501 6.3.10). */
+typedef struct {
+	guint32 messages;
+	guint32 uidnext;
+	guint32 uidvalidity;
+	guint64 highestmodseq; /* 0 without CONDSTORE */
+} ImapfsMailboxStatus;
 
 /* LIST attributes imapfs uses. */
 typedef enum {
@@ -79,6 +88,8 @@ typedef struct {
 	guint flags;	   /* ImapfsMailboxFlags */
 	char *special_use; /* "\Sent" etc. (RFC 6154), space separated, or
 			      NULL */
+	gboolean has_status; /* LIST-STATUS sent one (imapfs_session_list) */
+	ImapfsMailboxStatus status;
 } ImapfsListEntry;
 
 /* What EXAMINE/SELECT reported, kept current by untagged EXISTS. */
@@ -134,15 +145,22 @@ gboolean imapfs_session_utf8(ImapfsSession *session);
 /* LIST @reference @pattern: an array of ImapfsListEntry (free with
  * imapfs_list_entry_free as element free func). With SPECIAL-USE and
  * LIST-EXTENDED offered it asks RETURN (CHILDREN SPECIAL-USE), so that
- * \Trash and the child attributes both come. */
+ * \Trash and the child attributes both come. With @status and
+ * LIST-STATUS (RFC 5819) offered, each selectable mailbox's STATUS comes
+ * in the same command (has_status); without LIST-STATUS none does. */
 GPtrArray *imapfs_session_list(ImapfsSession *session, const char *reference,
-			       const char *pattern, GError **error);
+			       const char *pattern, gboolean status,
+			       GError **error);
 void imapfs_list_entry_free(gpointer entry);
 
 /* EXAMINE @mailbox (read-only select) and fill @state_r. Re-examines even
  * when already selected, so the state is fresh. */
 gboolean imapfs_session_examine(ImapfsSession *session, const char *mailbox,
 				ImapfsMailboxState *state_r, GError **error);
+
+/* Leaves the selected mailbox, if any, expunging nothing (UNSELECT, else
+ * EXAMINE + CLOSE). */
+gboolean imapfs_session_unselect(ImapfsSession *session, GError **error);
 
 /* The mailbox currently selected (server name) or NULL. Borrowed. */
 const char *imapfs_session_selected(ImapfsSession *session);
@@ -396,16 +414,47 @@ gboolean imapfs_session_rename(ImapfsSession *session, const char *from,
 gboolean imapfs_session_catch_up(ImapfsSession *session, guint32 uid,
 				 GError **error);
 
-typedef struct {
-	guint32 messages;
-	guint32 uidnext;
-	guint32 uidvalidity;
-} ImapfsMailboxStatus;
-
-/* STATUS @mailbox (MESSAGES UIDNEXT UIDVALIDITY). STATUS lines about
- * other mailboxes are ignored; PROTOCOL when none is about @mailbox. */
+/*
+ * STATUS @mailbox (MESSAGES UIDNEXT UIDVALIDITY), plus HIGHESTMODSEQ
+ * when the server has CONDSTORE. STATUS lines about other mailboxes are
+ * ignored; PROTOCOL when none is about @mailbox.
+ */
 gboolean imapfs_session_status(ImapfsSession *session, const char *mailbox,
 			       ImapfsMailboxStatus *status, GError **error);
+
+/*
+ * The same for @n mailboxes at once, pipelined (one round trip):
+ * @found[i] tells whether @status[i] came. A mailbox the server refuses
+ * (deleted meanwhile) just stays not found; only a broken connection
+ * fails the call.
+ */
+gboolean imapfs_session_status_many(ImapfsSession *session,
+				    const char *const *mailboxes, guint n,
+				    ImapfsMailboxStatus *status,
+				    gboolean *found, GError **error);
+
+/* --- waiting for news (IDLE, RFC 2177) -------------------------------------
+ *
+ * While idling the session takes no other command: begin, wait as often
+ * as needed, then end before anything else.
+ */
+
+/* Sends IDLE on the selected mailbox and waits for the continuation.
+ * UNSUPPORTED without IDLE. */
+gboolean imapfs_session_idle_begin(ImapfsSession *session, GError **error);
+
+/*
+ * Waits up to @wait_ms for the server to speak. *@changed_r is set when
+ * what came says the selected mailbox changed (EXISTS, EXPUNGE, FETCH,
+ * VANISHED); left alone otherwise. Silence is no failure: FALSE only with
+ * a broken connection (or BYE).
+ */
+gboolean imapfs_session_idle_wait(ImapfsSession *session, guint wait_ms,
+				  gboolean *changed_r, GError **error);
+
+/* Sends DONE and reads up to the tagged reply (*@changed_r as above). */
+gboolean imapfs_session_idle_end(ImapfsSession *session, gboolean *changed_r,
+				 GError **error);
 
 /* Makes a blocked call fail promptly (unmount). Any thread. */
 void imapfs_session_abort(ImapfsSession *session);
