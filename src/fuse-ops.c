@@ -30,10 +30,11 @@ struct ImapfsFs {
 	GThreadPool *notifier; /* started on first use; by lock */
 };
 
-/* A name whose kernel entry must be dropped. */
+/* What the kernel must forget (see ImapfsChangeKind). */
 typedef struct {
-	fuse_ino_t parent;
-	char *name;
+	ImapfsChangeKind kind;
+	fuse_ino_t parent, child;
+	char *name; /* NULL for DIR and ATTR */
 } Notice;
 
 /* An open message file. */
@@ -131,33 +132,54 @@ static void reply_error(fuse_req_t req, const char *op, GError *error)
 	g_clear_error(&error);
 }
 
-void imapfs_fs_set_session(ImapfsFs *fs, struct fuse_session *se)
+static int notify(ImapfsFs *fs, const Notice *n)
 {
-	fs->se = se;
+	switch (n->kind) {
+	case IMAPFS_CHANGE_DIR:
+	case IMAPFS_CHANGE_STALE:
+		return fuse_lowlevel_notify_inval_inode(fs->se, n->child, 0, 0);
+	case IMAPFS_CHANGE_ATTR:
+		/* A negative offset: the attributes only. */
+		return fuse_lowlevel_notify_inval_inode(fs->se, n->child, -1,
+							0);
+	case IMAPFS_CHANGE_GONE:
+		return fuse_lowlevel_notify_delete(fs->se, n->parent, n->child,
+						   n->name, strlen(n->name));
+	case IMAPFS_CHANGE_ENTRY:
+	default:
+		return fuse_lowlevel_notify_inval_entry(
+			fs->se, n->parent, n->name, strlen(n->name));
+	}
 }
 
 static void send_notice(gpointer data, gpointer user_data)
 {
 	Notice *n = data;
 	ImapfsFs *fs = user_data;
-	int r = fuse_lowlevel_notify_inval_entry(fs->se, n->parent, n->name,
-						 strlen(n->name));
+	int r = notify(fs, n);
 
+	/* ENOENT: the kernel did not know it, nothing to forget. */
 	if (r != 0 && r != -ENOENT)
 		imapfs_trace(IMAPFS_TRACE_FUSE, "invalidating \"%s\": %s",
-			     n->name, g_strerror(-r));
+			     n->name ? n->name : "inode", g_strerror(-r));
 	g_free(n->name);
 	g_free(n);
 }
 
-/* Makes the kernel forget @name in @parent, once the request in hand is
- * answered: the kernel holds the directory locked until then, so the
- * notice waits for it on the notifier thread. */
-static void forget_name(ImapfsFs *fs, fuse_ino_t parent, const char *name)
+/*
+ * Queues a notice for the notifier thread. Never sent from the thread
+ * that asks: a request handler may be the one asking, and the kernel
+ * holds the directory locked until that request is answered (libfuse
+ * documents the deadlock).
+ */
+static void queue_notice(ImapfsFs *fs, ImapfsChangeKind kind, fuse_ino_t parent,
+			 fuse_ino_t child, const char *name)
 {
 	Notice *n = g_new(Notice, 1);
 
+	n->kind = kind;
 	n->parent = parent;
+	n->child = child;
 	n->name = g_strdup(name);
 	g_mutex_lock(&fs->lock);
 	if (fs->notifier == NULL)
@@ -165,6 +187,29 @@ static void forget_name(ImapfsFs *fs, fuse_ino_t parent, const char *name)
 			g_thread_pool_new(send_notice, fs, 1, FALSE, NULL);
 	g_thread_pool_push(fs->notifier, n, NULL);
 	g_mutex_unlock(&fs->lock);
+}
+
+/* Makes the kernel forget @name in @parent, once the request in hand is
+ * answered. */
+static void forget_name(ImapfsFs *fs, fuse_ino_t parent, const char *name)
+{
+	queue_notice(fs, IMAPFS_CHANGE_ENTRY, parent, 0, name);
+}
+
+/* The tree learnt of a change on the server (another client's). */
+static void on_tree_change(ImapfsChangeKind kind, guint64 parent, guint64 child,
+			   const char *name, gpointer data)
+{
+	ImapfsFs *fs = data;
+
+	if (fs->se)
+		queue_notice(fs, kind, parent, child, name);
+}
+
+void imapfs_fs_set_session(ImapfsFs *fs, struct fuse_session *se)
+{
+	fs->se = se;
+	imapfs_tree_set_change_func(fs->tree, on_tree_change, fs);
 }
 
 static void fill_stat(ImapfsFs *fs, const ImapfsAttr *attr, struct stat *st)

@@ -161,9 +161,22 @@ ImapfsMessageInfo *imapfs_listing_find(GArray *msgs, guint32 uid)
 	return NULL;
 }
 
+/* Who hears of each change while a delta is applied. */
+typedef struct {
+	ImapfsListingChangeFunc func; /* may be NULL */
+	gpointer data;
+} Report;
+
+static void report(const Report *r, guint32 uid, ImapfsListingChange what)
+{
+	if (r->func)
+		r->func(uid, what, r->data);
+}
+
 /* Drops the messages up to max_uid that are not among the survivors
  * (both sorted by UID). */
-static gboolean apply_survivors(ImapfsListingDelta *d, GArray *msgs)
+static gboolean apply_survivors(ImapfsListingDelta *d, GArray *msgs,
+				const Report *r)
 {
 	guint keep = 0, s = 0;
 	guint before = msgs->len;
@@ -179,6 +192,7 @@ static gboolean apply_survivors(ImapfsListingDelta *d, GArray *msgs)
 			(s < d->survivors->len &&
 			 g_array_index(d->survivors, guint32, s) == m->uid);
 		if (!alive) {
+			report(r, m->uid, IMAPFS_LISTING_REMOVED);
 			imapfs_message_info_clear(m);
 			continue;
 		}
@@ -192,7 +206,8 @@ static gboolean apply_survivors(ImapfsListingDelta *d, GArray *msgs)
 	return keep != before;
 }
 
-static gboolean apply_flags(ImapfsListingDelta *d, GArray *msgs)
+static gboolean apply_flags(ImapfsListingDelta *d, GArray *msgs,
+			    const Report *r)
 {
 	gboolean changed = FALSE;
 
@@ -208,13 +223,15 @@ static gboolean apply_flags(ImapfsListingDelta *d, GArray *msgs)
 		/* A conditional STORE compares with it: kept current even
 		 * when the flags came back as they were. */
 		m->modseq = u->modseq;
+		report(r, m->uid, IMAPFS_LISTING_FLAGS);
 		changed = TRUE;
 	}
 	return changed;
 }
 
 /* Appends the new messages, which all lie above the known ones. */
-static gboolean apply_added(ImapfsListingDelta *d, GArray *msgs)
+static gboolean apply_added(ImapfsListingDelta *d, GArray *msgs,
+			    const Report *r)
 {
 	guint32 max = msgs->len ? g_array_index(msgs, ImapfsMessageInfo,
 						msgs->len - 1)
@@ -227,32 +244,65 @@ static gboolean apply_added(ImapfsListingDelta *d, GArray *msgs)
 			&g_array_index(d->added, ImapfsMessageInfo, i);
 		if (a->uid <= max)
 			continue;
+		report(r, a->uid, IMAPFS_LISTING_ADDED);
 		g_array_append_val(msgs, *a);
-		memset(a, 0, sizeof(*a));
 		max = a->uid;
+		memset(a, 0, sizeof(*a));
 		changed = TRUE;
 	}
 	return changed;
 }
 
-gboolean imapfs_listing_delta_apply(ImapfsListingDelta *d, GArray **messages)
+/* What a whole new listing changes against the old one (both by UID). */
+static void report_replaced(const GArray *old, const GArray *now,
+			    const Report *r)
 {
+	guint i = 0, j = 0;
+
+	while (r->func && (i < old->len || j < now->len)) {
+		const ImapfsMessageInfo *a =
+			i < old->len ? &g_array_index(old, ImapfsMessageInfo, i)
+				     : NULL;
+		const ImapfsMessageInfo *b =
+			j < now->len ? &g_array_index(now, ImapfsMessageInfo, j)
+				     : NULL;
+		if (b == NULL || (a && a->uid < b->uid)) {
+			report(r, a->uid, IMAPFS_LISTING_REMOVED);
+			i++;
+		} else if (a == NULL || b->uid < a->uid) {
+			report(r, b->uid, IMAPFS_LISTING_ADDED);
+			j++;
+		} else {
+			if (g_strcmp0(a->flags, b->flags) != 0)
+				report(r, a->uid, IMAPFS_LISTING_FLAGS);
+			i++;
+			j++;
+		}
+	}
+}
+
+gboolean imapfs_listing_delta_apply(ImapfsListingDelta *d, GArray **messages,
+				    ImapfsListingChangeFunc func, gpointer data)
+{
+	Report r = {func, data};
 	gboolean changed = FALSE;
 
 	if (d->full) {
-		if (*messages)
+		if (*messages) {
+			report_replaced(*messages, d->full, &r);
 			g_array_unref(*messages);
+		}
 		*messages = g_steal_pointer(&d->full);
 		return TRUE;
 	}
 	if (*messages == NULL)
 		return FALSE;
 	if (d->survivors)
-		changed |= apply_survivors(d, *messages);
+		changed |= apply_survivors(d, *messages, &r);
 	if (d->flags)
-		changed |= apply_flags(d, *messages);
+		changed |= apply_flags(d, *messages, &r);
 	if (d->added)
-		changed |= apply_added(d, *messages);
+		changed |= apply_added(d, *messages, &r);
 	return changed;
 }
 

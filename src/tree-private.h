@@ -50,6 +50,8 @@ typedef struct {
 	GHashTable *binary_sizes;
 	gboolean no_binary; /* the server has no BINARY */
 	guint64 opened; /* message files opened; see imapfs_tree_dir_reads */
+	gint64 used_at;	  /* monotonic: last listed or opened from */
+	gboolean renewed; /* replaced by a slot for a new UIDVALIDITY */
 	/* Prefetch: messages opened in listing order (by UID, or by name as
 	 * rsync and restic sort) make the next ones worth fetching ahead. */
 	guint32 *by_name;  /* UIDs sorted by file name; NULL: not built */
@@ -86,6 +88,10 @@ struct ImapfsTree {
 	GHashTable *part_nodes;
 	GHashTable *part_keys;
 	guint64 part_seq;
+	/* Who hears of changes (imapfs_tree_set_change_func); set before
+	 * serving, then read-only. */
+	ImapfsChangeFunc change_func;
+	gpointer change_data;
 };
 
 typedef struct Pending Pending;
@@ -121,6 +127,26 @@ gboolean tree_refresh_messages(ImapfsTree *tree, const char *path,
 /* Makes the next readdir or lookup of @m ask the server, even if a
  * refresh running now finishes later. Called locked. */
 void tree_mark_stale(Mailbox *m);
+
+/* Applies a LIST result (array of ImapfsListEntry) like a load does. */
+gboolean tree_apply_list(ImapfsTree *tree, GPtrArray *entries, gboolean utf8,
+			 GError **error);
+
+/* tree-live.c: changes for the kernel, collected while locked and handed
+ * to tree->change_func once unlocked (an array of TreeChange). */
+typedef struct {
+	ImapfsChangeKind kind;
+	guint64 parent, child;
+	char *name;
+} TreeChange;
+GArray *tree_changes_new(void);
+void tree_change(GArray *changes, ImapfsChangeKind kind, guint64 parent,
+		 guint64 child, const char *name);
+/* Hands @changes to the change function and frees them. Call unlocked. */
+void tree_changes_emit(ImapfsTree *tree, GArray *changes);
+/* The changes for message @uid of @m going away. Called locked. */
+void tree_change_message_gone(ImapfsTree *tree, Mailbox *m, guint32 uid,
+			      GArray *changes);
 
 /* tree-write.c: messages being written. */
 void tree_pending_free(gpointer pending);

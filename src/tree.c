@@ -321,15 +321,44 @@ static void learn_namespace(ImapfsTree *tree, ListResult *r)
 	tree->trash_name = g_strdup(flagged ? flagged : named);
 }
 
+/* What a new LIST changed for the kernel: directories that came, went or
+ * became (un)selectable, against @was (present | selectable << 1 per
+ * slot, from before). Called locked. */
+static void list_changes(ImapfsTree *tree, const guint8 *was, guint n,
+			 GArray *changes)
+{
+	for (guint i = 1; i < n; i++) {
+		Mailbox *m = tree->slots->pdata[i];
+		guint8 now = m->present | m->selectable << 1;
+		if (now == was[i] || m->renewed)
+			continue;
+		Mailbox *parent =
+			g_hash_table_lookup(tree->by_path, m->parent_path);
+		guint64 pino = parent ? tree_dir_ino(parent) : 0;
+		if ((was[i] & 1) && !m->present)
+			tree_change(changes, IMAPFS_CHANGE_GONE, pino,
+				    tree_dir_ino(m), m->file_name);
+		else
+			tree_change(changes, IMAPFS_CHANGE_DIR, 0,
+				    tree_dir_ino(m), NULL);
+		if (pino)
+			tree_change(changes, IMAPFS_CHANGE_DIR, 0, pino, NULL);
+	}
+}
+
 static gboolean apply_list(ImapfsTree *tree, ListResult *r, GError **error)
 {
+	g_autoptr(GArray) changes = tree_changes_new();
 	gboolean found;
 
 	g_mutex_lock(&tree->lock);
+	guint n = tree->slots->len;
+	g_autofree guint8 *was = g_new(guint8, n);
 	/* What LIST no longer says must not linger: a deleted parent of a
 	 * remaining child is a bare directory again. */
-	for (guint i = 0; i < tree->slots->len; i++) {
+	for (guint i = 0; i < n; i++) {
 		Mailbox *m = tree->slots->pdata[i];
+		was[i] = m->present | m->selectable << 1;
 		if (*m->path)
 			m->present = FALSE;
 		g_clear_pointer(&m->server_name, g_free);
@@ -339,6 +368,7 @@ static gboolean apply_list(ImapfsTree *tree, ListResult *r, GError **error)
 	for (guint i = 0; i < r->entries->len; i++)
 		apply_entry(tree, r->entries->pdata[i], r->utf8);
 	learn_namespace(tree, r);
+	list_changes(tree, was, n, changes);
 	/* With /MAILBOX, the root must be that mailbox or its parent. */
 	Mailbox *root = g_hash_table_lookup(tree->by_path, "");
 	found = tree->root_levels == NULL || root->server_name != NULL;
@@ -346,11 +376,20 @@ static gboolean apply_list(ImapfsTree *tree, ListResult *r, GError **error)
 		found = ((Mailbox *)tree->slots->pdata[i])->present;
 	tree->listed_at = g_get_monotonic_time();
 	g_mutex_unlock(&tree->lock);
+	tree_changes_emit(tree, g_steal_pointer(&changes));
 	if (!found)
 		g_set_error(error, IMAPFS_ERROR, IMAPFS_ERROR_NONEXISTENT,
 			    "mailbox \"%s\" does not exist on \"%s\"",
 			    tree->cfg->mailbox, tree->cfg->host);
 	return found;
+}
+
+gboolean tree_apply_list(ImapfsTree *tree, GPtrArray *entries, gboolean utf8,
+			 GError **error)
+{
+	ListResult r = {entries, utf8};
+
+	return apply_list(tree, &r, error);
 }
 
 gboolean imapfs_tree_load(ImapfsTree *tree, GError **error)
@@ -406,9 +445,53 @@ static Mailbox *renew_slot(ImapfsTree *tree, Mailbox *old)
 	m->selectable = old->selectable;
 	m->special_use = g_strdup(old->special_use);
 	m->changes = old->changes;
+	m->used_at = old->used_at;
 	old->present = FALSE;
+	old->renewed = TRUE;
 	g_clear_pointer(&old->messages, g_array_unref);
 	return m;
+}
+
+/* The kernel must forget the old mailbox's names and data: its directory
+ * has a new inode number now (the mount root excepted, whose messages go
+ * one by one), and files still open must fail rather than go on reading
+ * pages the kernel kept. Called locked, before renew_slot(). */
+static void renewal_changes(ImapfsTree *tree, Mailbox *old, GArray *changes)
+{
+	for (guint i = 0; old->messages && i < old->messages->len; i++) {
+		guint32 uid =
+			g_array_index(old->messages, ImapfsMessageInfo, i).uid;
+		tree_change(changes, IMAPFS_CHANGE_STALE, 0,
+			    tree_message_ino(old, uid), NULL);
+		if (*old->path == '\0')
+			tree_change_message_gone(tree, old, uid, changes);
+	}
+	Mailbox *parent = *old->path ? g_hash_table_lookup(tree->by_path,
+							   old->parent_path)
+				     : NULL;
+	if (parent == NULL)
+		return;
+	tree_change(changes, IMAPFS_CHANGE_ENTRY, tree_dir_ino(parent), 0,
+		    old->file_name);
+	tree_change(changes, IMAPFS_CHANGE_DIR, 0, tree_dir_ino(parent), NULL);
+}
+
+typedef struct {
+	ImapfsTree *tree;
+	Mailbox *m;
+	GArray *changes;
+} ListingReport;
+
+static void on_listing_change(guint32 uid, ImapfsListingChange what,
+			      gpointer data)
+{
+	ListingReport *r = data;
+
+	if (what == IMAPFS_LISTING_REMOVED)
+		tree_change_message_gone(r->tree, r->m, uid, r->changes);
+	else if (what == IMAPFS_LISTING_FLAGS)
+		tree_change(r->changes, IMAPFS_CHANGE_ATTR, 0,
+			    tree_message_ino(r->m, uid), NULL);
 }
 
 /* A refreshed listing brings RFC822.SIZE back: apply what the data
@@ -443,7 +526,7 @@ static void install_loaded(Mailbox *m, IndexResult *r)
 /* Applies the refresh; returns the listing to save to disk (or NULL when
  * nothing changed). Called locked. */
 static GBytes *apply_index_locked(ImapfsTree *tree, Mailbox *m, IndexResult *r,
-				  guint32 *dropped_r)
+				  guint32 *dropped_r, GArray *changes)
 {
 	const ImapfsMailboxState *state = imapfs_listing_delta_state(r->delta);
 	gboolean from_disk = r->loaded != NULL;
@@ -454,9 +537,12 @@ static GBytes *apply_index_locked(ImapfsTree *tree, Mailbox *m, IndexResult *r,
 	install_loaded(m, r);
 	if (m->messages && m->state.uidvalidity != state->uidvalidity) {
 		*dropped_r = m->state.uidvalidity;
+		renewal_changes(tree, m, changes);
 		m = renew_slot(tree, m);
 	}
-	gboolean changed = imapfs_listing_delta_apply(r->delta, &m->messages);
+	ListingReport report = {tree, m, changes};
+	gboolean changed = imapfs_listing_delta_apply(
+		r->delta, &m->messages, on_listing_change, &report);
 	if (imapfs_listing_delta_is_full(r->delta))
 		reapply_corrections(tree, m);
 	changed |= from_disk || m->state.uidvalidity != state->uidvalidity ||
@@ -467,6 +553,9 @@ static GBytes *apply_index_locked(ImapfsTree *tree, Mailbox *m, IndexResult *r,
 	/* A change made meanwhile may not be in what the server said. */
 	m->listed_at = m->changes == r->changes ? g_get_monotonic_time() : 0;
 	g_clear_pointer(&m->by_name, g_free);
+	if (changed && !from_disk)
+		tree_change(changes, IMAPFS_CHANGE_DIR, 0, tree_dir_ino(m),
+			    NULL);
 	if (!changed || tree->disk == NULL || m->messages == NULL)
 		return NULL;
 	return imapfs_listing_serialize(&m->state, m->messages);
@@ -475,13 +564,15 @@ static GBytes *apply_index_locked(ImapfsTree *tree, Mailbox *m, IndexResult *r,
 static void apply_index(ImapfsTree *tree, const char *path, IndexResult *r)
 {
 	g_autoptr(GBytes) save = NULL;
+	GArray *changes = tree_changes_new();
 	guint32 dropped = 0;
 
 	g_mutex_lock(&tree->lock);
 	Mailbox *m = g_hash_table_lookup(tree->by_path, path);
 	if (m)
-		save = apply_index_locked(tree, m, r, &dropped);
+		save = apply_index_locked(tree, m, r, &dropped, changes);
 	g_mutex_unlock(&tree->lock);
+	tree_changes_emit(tree, changes);
 	/* Disk work outside the tree lock. */
 	if (dropped)
 		imapfs_block_cache_drop_mailbox(
@@ -545,6 +636,8 @@ gboolean tree_refresh_messages(ImapfsTree *tree, const char *path,
 	return ok;
 }
 
+static gboolean fail_message(Mailbox *m, guint32 uid, GError **error);
+
 /* --- operations
  * ------------------------------------------------------------------- */
 
@@ -564,6 +657,12 @@ gboolean imapfs_tree_getattr(ImapfsTree *tree, guint64 ino, ImapfsAttr *attr,
 		if (info)
 			tree_message_attr(m, info, attr);
 		ok = info != NULL;
+		/* An open file of a recreated mailbox: ESTALE, not ENOENT. */
+		if (!ok && m->renewed) {
+			fail_message(m, uid, error);
+			g_mutex_unlock(&tree->lock);
+			return FALSE;
+		}
 	} else if (tree_is_part(ino))
 		ok = tree_part_getattr_locked(tree, ino, attr);
 	else
@@ -721,6 +820,8 @@ GPtrArray *imapfs_tree_readdir(ImapfsTree *tree, guint64 ino, GError **error)
 		return NULL;
 	g_mutex_lock(&tree->lock);
 	dir = g_hash_table_lookup(tree->by_path, path);
+	if (dir)
+		dir->used_at = g_get_monotonic_time();
 	GPtrArray *out = dir ? snapshot(tree, dir) : NULL;
 	g_mutex_unlock(&tree->lock);
 	if (out == NULL)
@@ -728,28 +829,54 @@ GPtrArray *imapfs_tree_readdir(ImapfsTree *tree, guint64 ino, GError **error)
 	return out;
 }
 
-/* Fills @key with a copy of the mailbox name (a LIST refresh may replace
- * the mailbox's own) for the caller to free, and the listed size. */
+/* Why message @m/@uid cannot be read. Called locked. */
+static gboolean fail_message(Mailbox *m, guint32 uid, GError **error)
+{
+	if (m && m->renewed) {
+		g_set_error(error, IMAPFS_ERROR,
+			    IMAPFS_ERROR_UIDVALIDITY_CHANGED,
+			    "message \"%u.eml\": its mailbox was recreated on "
+			    "the server (new UIDVALIDITY)",
+			    uid);
+		return FALSE;
+	}
+	return tree_fail_noent(error, "message");
+}
+
+/*
+ * Fills @key with a copy of the mailbox name (a LIST refresh may replace
+ * the mailbox's own) for the caller to free, and the listed size. With
+ * @gone_r, a message expunged since (by another client) still gets its
+ * key, and *@gone_r set: an open file keeps reading what the cache holds.
+ * A message of a mailbox recreated since fails with UIDVALIDITY_CHANGED.
+ */
 static gboolean message_key(ImapfsTree *tree, guint64 ino,
 			    ImapfsMessageKey *key, guint64 *size_r,
-			    gboolean *checked_r, GError **error)
+			    gboolean *checked_r, gboolean *gone_r,
+			    GError **error)
 {
-	Mailbox *m;
+	Mailbox *m = NULL;
 	ImapfsMessageInfo *info = NULL;
+	gboolean ok = FALSE;
 
 	g_mutex_lock(&tree->lock);
-	if (tree_decode_message(tree, ino, &m, &key->uid))
+	if (tree_decode_message(tree, ino, &m, &key->uid) && !m->renewed) {
 		info = tree_find_message(m, key->uid);
-	if (info) {
+		ok = info != NULL || (gone_r && m->server_name && m->messages);
+	}
+	if (ok) {
 		key->mailbox = g_strdup(m->server_name);
 		key->uidvalidity = m->state.uidvalidity;
 		if (size_r)
-			*size_r = info->size;
+			*size_r = info ? info->size : 0;
 		if (checked_r)
-			*checked_r = info->checked;
-	}
+			*checked_r = info && info->checked;
+		if (gone_r)
+			*gone_r = info == NULL;
+	} else
+		fail_message(m, key->uid, error);
 	g_mutex_unlock(&tree->lock);
-	return info != NULL || tree_fail_noent(error, "message");
+	return ok;
 }
 
 /* Remembers the size the data showed; returns whether an earlier open
@@ -934,6 +1061,7 @@ static void prefetch_after(ImapfsTree *tree, guint64 ino)
 	g_mutex_lock(&tree->lock);
 	if (tree_decode_message(tree, ino, &m, &uid)) {
 		m->opened++;
+		m->used_at = g_get_monotonic_time();
 		plan_prefetch(m, uid, items);
 		planned = m->ahead_uid;
 		server_name = g_strdup(m->server_name);
@@ -966,7 +1094,7 @@ gboolean imapfs_tree_open(ImapfsTree *tree, guint64 ino, guint64 *size_r,
 
 	if (tree_is_part(ino))
 		return tree_part_open(tree, ino, size_r, changed_r, error);
-	if (!message_key(tree, ino, &key, &listed, &checked, error))
+	if (!message_key(tree, ino, &key, &listed, &checked, NULL, error))
 		return FALSE;
 	g_autofree char *name = (char *)key.mailbox;
 	prefetch_after(tree, ino);
@@ -1005,11 +1133,23 @@ gssize imapfs_tree_read(ImapfsTree *tree, guint64 ino, guint64 offset,
 		return tree_pending_read(tree, ino, offset, len, buf, error);
 	if (tree_is_part(ino))
 		return tree_part_read(tree, ino, offset, len, buf, error);
-	if (!message_key(tree, ino, &key, NULL, NULL, error))
+	gboolean gone;
+	if (!message_key(tree, ino, &key, NULL, NULL, &gone, error))
 		return -1;
 	g_autofree char *name = (char *)key.mailbox;
-	return imapfs_block_cache_read(tree->cache, &key, offset, len, buf, ra,
-				       error);
+	g_autoptr(GError) local = NULL;
+	gssize n = imapfs_block_cache_read(tree->cache, &key, offset, len, buf,
+					   ra, &local);
+	/* Expunged by another client while open: what was cached is still
+	 * served, the rest is an I/O error, never some other message. */
+	if (n < 0 && gone &&
+	    g_error_matches(local, IMAPFS_ERROR, IMAPFS_ERROR_NONEXISTENT))
+		g_set_error(error, IMAPFS_ERROR, IMAPFS_ERROR_FAILED,
+			    "message \"%u.eml\" was expunged on the server",
+			    key.uid);
+	else if (n < 0)
+		g_propagate_error(error, g_steal_pointer(&local));
+	return n;
 }
 
 guint64 imapfs_tree_dir_reads(ImapfsTree *tree, guint64 ino)

@@ -31,8 +31,10 @@ void imapfs_fs_free(ImapfsFs *fs);
 
 /* The session, for telling the kernel of names that changed (after a
  * rename the kernel's idea of the target name is wrong: a message never
- * replaces another). The notices are sent from a thread of their own,
- * started on first use, never from a request handler. */
+ * replaces another), and of what the tree learns from the server (other
+ * clients' changes: this registers the tree's change function). The
+ * notices are sent from a thread of their own, started on first use,
+ * never from a request handler. */
 void imapfs_fs_set_session(ImapfsFs *fs, struct fuse_session *se);
 
 /* The operations table; its userdata must be an ImapfsFs. */

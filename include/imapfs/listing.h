@@ -51,13 +51,27 @@ const ImapfsMailboxState *imapfs_listing_delta_state(ImapfsListingDelta *delta);
  * or no base). */
 gboolean imapfs_listing_delta_is_full(ImapfsListingDelta *delta);
 
+typedef enum {
+	IMAPFS_LISTING_ADDED,
+	IMAPFS_LISTING_REMOVED,
+	IMAPFS_LISTING_FLAGS, /* flags (or MODSEQ) changed */
+} ImapfsListingChange;
+
+/* Hears of one message that a delta changes, while it is applied. */
+typedef void (*ImapfsListingChangeFunc)(guint32 uid, ImapfsListingChange what,
+					gpointer data);
+
 /*
  * Applies @delta to *@messages (an array of ImapfsMessageInfo by UID, or
  * NULL), replacing the array when the delta is full. Returns whether
- * anything changed. @delta may be applied once.
+ * anything changed. @func (may be NULL) hears of each message added,
+ * removed or with new flags; a full delta over an existing listing is
+ * compared with it. @delta may be applied once.
  */
 gboolean imapfs_listing_delta_apply(ImapfsListingDelta *delta,
-				    GArray **messages);
+				    GArray **messages,
+				    ImapfsListingChangeFunc func,
+				    gpointer data);
 
 void imapfs_listing_delta_free(ImapfsListingDelta *delta);
 

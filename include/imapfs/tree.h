@@ -229,6 +229,64 @@ GPtrArray *imapfs_tree_xattrs(ImapfsTree *tree, guint64 ino, GError **error);
  * (readdirplus) brought the attributes again. */
 guint64 imapfs_tree_dir_reads(ImapfsTree *tree, guint64 ino);
 
+/* --- staying current --------------------------------------------------------
+ *
+ * What other clients change reaches the tree through the refreshes below
+ * (watch.c calls them when IDLE or a poll says a mailbox moved), and the
+ * tree passes on to the kernel's caches what each refresh changed.
+ */
+
+typedef enum {
+	/* Directory @child's listing changed (its cached pages go). */
+	IMAPFS_CHANGE_DIR,
+	/* @name in @parent means something else now, or nothing: the
+	 * kernel forgets the name (a directory with all below it). */
+	IMAPFS_CHANGE_ENTRY,
+	/* @child, called @name in @parent, is gone. */
+	IMAPFS_CHANGE_GONE,
+	/* @child's attributes (flags) changed. */
+	IMAPFS_CHANGE_ATTR,
+	/* @child means nothing any more (its mailbox was recreated): what
+	 * the kernel keeps of its data goes too, so that reads of a file
+	 * still open reach the tree and fail. */
+	IMAPFS_CHANGE_STALE,
+} ImapfsChangeKind;
+
+/* Hears of one change. Called without any tree lock held, on whatever
+ * thread made the refresh (a FUSE request handler too): it must not
+ * wait for the kernel there. */
+typedef void (*ImapfsChangeFunc)(ImapfsChangeKind kind, guint64 parent,
+				 guint64 child, const char *name,
+				 gpointer data);
+
+/* Sets who hears of changes; before the mount serves requests. */
+void imapfs_tree_set_change_func(ImapfsTree *tree, ImapfsChangeFunc func,
+				 gpointer data);
+
+typedef struct {
+	char *server_name;
+	ImapfsMailboxState state; /* what its listing was made from */
+} ImapfsMailboxInUse;
+
+/* The mailboxes whose listing is loaded, the most recently used (listed
+ * or read from) first: an array of ImapfsMailboxInUse * (free function
+ * set), at most @max (0: all). */
+GPtrArray *imapfs_tree_in_use(ImapfsTree *tree, guint max);
+
+/* Brings the listing of mailbox @server_name up to date now (only what
+ * changed is fetched); nothing if it is not in use. */
+gboolean imapfs_tree_refresh(ImapfsTree *tree, const char *server_name,
+			     GError **error);
+
+/*
+ * One poll: LIST again, with the STATUS of every mailbox when the server
+ * has LIST-STATUS (else STATUS of each mailbox in use, pipelined), and a
+ * refresh of each mailbox in use whose UIDVALIDITY, UIDNEXT, MESSAGES or
+ * HIGHESTMODSEQ moved. An unchanged account costs one or two commands,
+ * whatever its size.
+ */
+gboolean imapfs_tree_poll(ImapfsTree *tree, GError **error);
+
 void imapfs_dir_entry_free(gpointer entry);
 
 G_DEFINE_AUTOPTR_CLEANUP_FUNC(ImapfsTree, imapfs_tree_free)
