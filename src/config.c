@@ -16,6 +16,7 @@
 #define DEFAULT_CACHE_SIZE (G_GUINT64_CONSTANT(1) << 30)
 #define DEFAULT_TIMEOUT 60
 #define MAX_TIMEOUT 86400
+#define DEFAULT_POLL 60
 #define MAX_SASL_MECH_LEN 20 /* RFC 4422 3.1 */
 
 ImapfsConfig *imapfs_config_new(void)
@@ -29,6 +30,7 @@ ImapfsConfig *imapfs_config_new(void)
 	cfg->parts = TRUE;
 	cfg->delete_mode = IMAPFS_DELETE_EXPUNGE;
 	cfg->timeout = DEFAULT_TIMEOUT;
+	cfg->poll = DEFAULT_POLL;
 	return cfg;
 }
 
@@ -373,16 +375,29 @@ static gboolean parse_connections(ImapfsConfig *cfg, const char *value,
 	return TRUE;
 }
 
-static gboolean parse_timeout(ImapfsConfig *cfg, const char *value,
-			      GError **error)
+/* A count of seconds from @min to a day into *@out. */
+static gboolean parse_seconds(const char *name, const char *value, guint min,
+			      const char *range, guint *out, GError **error)
 {
 	guint64 n;
 
-	if (!parse_uint(value, 1, MAX_TIMEOUT, &n))
-		return option_error(error, "timeout", value,
-				    "1 to 86400 seconds");
-	cfg->timeout = (guint)n;
+	if (!parse_uint(value, min, MAX_TIMEOUT, &n))
+		return option_error(error, name, value, range);
+	*out = (guint)n;
 	return TRUE;
+}
+
+static gboolean parse_timeout(ImapfsConfig *cfg, const char *value,
+			      GError **error)
+{
+	return parse_seconds("timeout", value, 1, "1 to 86400 seconds",
+			     &cfg->timeout, error);
+}
+
+static gboolean parse_poll(ImapfsConfig *cfg, const char *value, GError **error)
+{
+	return parse_seconds("poll", value, 0, "0 (never) to 86400 seconds",
+			     &cfg->poll, error);
 }
 
 static guint size_suffix_shift(char c)
@@ -501,6 +516,7 @@ static const OptionDesc options[] = {
 	{"parts", OPT_CUSTOM, 0, parse_parts},
 	{"delete", OPT_CUSTOM, 0, parse_delete},
 	{"timeout", OPT_CUSTOM, 0, parse_timeout},
+	{"poll", OPT_CUSTOM, 0, parse_poll},
 };
 
 static const OptionDesc *option_lookup(const char *name)

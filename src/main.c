@@ -23,6 +23,7 @@
 #include "imapfs/pool.h"
 #include "imapfs/stream.h"
 #include "imapfs/tree.h"
+#include "imapfs/watch.h"
 
 /* Memory for cached message blocks (the disk cache comes on top). With
  * cache=none, only enough to serve the blocks being read. */
@@ -298,7 +299,11 @@ static int serve(struct fuse_args *fargs, Args *a, ImapfsTree *tree,
 	if (!a->foreground)
 		imapfs_log_use_syslog();
 	start_threads(a->cfg, cache, pool);
+	/* Stopped before fs goes: it hands changes to fs. */
+	ImapfsWatch *watch = imapfs_watch_new(a->cfg, pool, tree);
+	imapfs_watch_start(watch);
 	ret = loop(se, pool);
+	imapfs_watch_free(watch);
 out_unmount:
 	fuse_session_unmount(se);
 out_handlers:

@@ -50,6 +50,8 @@ typedef struct {
 	gboolean parts;	       /* default TRUE */
 	ImapfsDeleteMode delete_mode;
 	guint timeout; /* seconds, default 60 */
+	guint poll;    /* seconds between checks for changes, default 60;
+			  0: never (IDLE only) */
 } ImapfsConfig;
 
 typedef enum {

@@ -206,6 +206,7 @@ static void test_option_defaults(void)
 	g_assert_true(cfg->parts);
 	g_assert_cmpint(cfg->delete_mode, ==, IMAPFS_DELETE_EXPUNGE);
 	g_assert_cmpuint(cfg->timeout, ==, 60);
+	g_assert_cmpuint(cfg->poll, ==, 60);
 	g_assert_false(cfg->read_only);
 	g_assert_false(cfg->tls_insecure);
 	g_assert_false(cfg->allow_plaintext);
@@ -257,6 +258,7 @@ static void test_option_need_value(void)
 		"parts",
 		"delete",
 		"timeout",
+		"poll",
 	};
 
 	for (gsize i = 0; i < G_N_ELEMENTS(names); i++) {
@@ -341,6 +343,15 @@ static void test_option_numbers(void)
 	assert_option(cfg, "timeout=86401", IMAPFS_OPTION_INVALID);
 	assert_option(cfg, "timeout=60s", IMAPFS_OPTION_INVALID);
 	g_assert_cmpuint(cfg->timeout, ==, 86400);
+
+	assert_option(cfg, "poll=0", IMAPFS_OPTION_OURS);
+	g_assert_cmpuint(cfg->poll, ==, 0);
+	assert_option(cfg, "poll=300", IMAPFS_OPTION_OURS);
+	g_assert_cmpuint(cfg->poll, ==, 300);
+	assert_option(cfg, "poll=-1", IMAPFS_OPTION_INVALID);
+	assert_invalid_says("poll=86401", "invalid poll \"86401\": expected "
+					  "0 (never) to 86400 seconds");
+	g_assert_cmpuint(cfg->poll, ==, 300);
 }
 
 static void test_option_cache_size(void)
