@@ -44,6 +44,8 @@ class CuttingProxy:
         self.threads = []
         self.accepted = 0           # connections made through the proxy
         self.cuts = 0               # times every connection was dropped
+        self.bytes_up = 0           # client -> server, in all; by lock
+        self.bytes_down = 0         # server -> client
         self.fired = threading.Event()
         self._trigger = None
         self._after = None
@@ -155,6 +157,10 @@ class CuttingProxy:
             if not data:
                 break
             with self.lock:
+                if up:
+                    self.bytes_up += len(data)
+                else:
+                    self.bytes_down += len(data)
                 fwd, cut = (self._client_data if up else
                             self._server_data)(conn, data)
             if fwd:
