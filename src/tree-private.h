@@ -49,7 +49,7 @@ typedef struct {
 	 * the server would not decode it); NULL until first asked. */
 	GHashTable *binary_sizes;
 	gboolean no_binary; /* the server has no BINARY */
-	guint64 opened; /* message files opened; see imapfs_tree_dir_reads */
+	guint64 opened;	  /* message files opened; see imapfs_tree_dir_reads */
 	gint64 used_at;	  /* monotonic: last listed or opened from */
 	gboolean renewed; /* replaced by a slot for a new UIDVALIDITY */
 	/* Prefetch: messages opened in listing order (by UID, or by name as

@@ -1281,7 +1281,8 @@ static gboolean has_children(ImapfsSession *s, const char *name, char delim,
 	*children_r = FALSE;
 	if (delim == '\0')
 		return TRUE;
-	g_autoptr(GPtrArray) list = imapfs_session_list(s, "", pat, FALSE, error);
+	g_autoptr(GPtrArray) list =
+		imapfs_session_list(s, "", pat, FALSE, error);
 	if (list == NULL)
 		return FALSE;
 	for (guint i = 0; i < list->len; i++) {
