@@ -1,15 +1,15 @@
 #!/usr/bin/env python3
 # SPDX-License-Identifier: GPL-2.0-or-later
 """What staying mounted costs: an account with one large mailbox (100,000
-messages by default) and some small ones is mounted, the large one and the
+messages by default, written as Maildir files by bench/corpus.py, like
+run.py's "Listing") and the corpus's five small ones is mounted, the large one and the
 root are listed (so they are "in use" and watched), and the mount is then
 left alone for some minutes. Counts the IMAP commands imapfs sent (from
 the -d trace) and the bytes both ways (through a counting proxy) while
 idle, against what the first listing of the large mailbox cost.
 
     /usr/bin/python3 bench/idle.py [--imapfs build/imapfs]
-        [--messages 100000] [--mailboxes 20] [--minutes 10] [--no-idle]
-        [--poll 60]
+        [--messages 100000] [--minutes 10] [--no-idle] [--poll 60]
 
 --no-idle hides IDLE (and NOTIFY) from the capability list, so only the
 poll watches. Runs a private Dovecot on 127.0.0.1.
@@ -27,24 +27,14 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 sys.path.insert(0, os.path.join(REPO, 'tests', 'integration'))
+sys.path.insert(0, HERE)
 
+import corpus  # noqa: E402
 import imapfs_fixtures as fx  # noqa: E402
 import tcp_proxy  # noqa: E402
 
-BIG = 'Big'
-
-
-def populate(dove, messages, mailboxes):
-    c = dove.client()
-    fx.imap_check(c.create(BIG), 'CREATE')
-    body = (b'From: a@example.org\r\nTo: b@example.org\r\n'
-            b'Subject: message %d\r\n\r\nhello\r\n')
-    fx.multiappend(c, BIG, [(None, None, body % i) for i in range(messages)])
-    for k in range(mailboxes):
-        name = 'Small%02d' % k
-        fx.imap_check(c.create(name), 'CREATE')
-        fx.multiappend(c, name, [(None, None, body % i) for i in range(5)])
-    c.logout()
+BIG = corpus.LISTING
+SMALL = 100             # messages spread over the five small mailboxes
 
 
 def commands(trace):
@@ -61,7 +51,6 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     ap.add_argument('--imapfs', default=fx.imapfs_bin())
     ap.add_argument('--messages', type=int, default=100000)
-    ap.add_argument('--mailboxes', type=int, default=20)
     ap.add_argument('--minutes', type=float, default=10)
     ap.add_argument('--poll', type=int, default=60)
     ap.add_argument('--no-idle', action='store_true')
@@ -75,7 +64,8 @@ def main():
     dove.start()
     proxy = tcp_proxy.CuttingProxy(dove.imaps_port).start()
     try:
-        populate(dove, args.messages, args.mailboxes)
+        corpus.load(dove, SMALL, args.messages, seed=1,
+                    log=lambda *a: None)
         mount = fx.Mount(dove.url('imaps', port=proxy.port),
                          os.path.join(work, 'mnt'),
                          ['cafile=' + dove.cafile, 'cache=memory',
@@ -99,9 +89,11 @@ def main():
             mount.stop(check=False)
         first = [b - a for a, b in zip(start, listed)]
         idle = [b - a for a, b in zip(before, after)]
-        print('%d messages in %s (%d entries) + %d mailboxes, %s, poll=%d:'
-              % (args.messages, BIG, n, args.mailboxes,
-                 'IDLE hidden' if args.no_idle else 'IDLE', args.poll))
+        print('%d messages in %s (%d entries) + %d in %d mailboxes, %s, '
+              'poll=%d:' % (args.messages, BIG, n, SMALL,
+                            len(corpus.FOLDERS),
+                            'IDLE hidden' if args.no_idle else 'IDLE',
+                            args.poll))
         print('  first listing of %s: %d commands, %d bytes up, %d down'
               % (BIG, first[0], first[1], first[2]))
         print('  %g minutes idle: %d commands (%s), %d bytes up, %d down'
