@@ -392,24 +392,37 @@ static gboolean fail_gone(const ImapfsMessageKey *key, GError **error)
 }
 
 /* Caches every block of @content but @skip, as fetched from the server. */
+static void store_block(ImapfsBlockCache *cache, const ImapfsMessageKey *key,
+			GBytes *content, guint64 i)
+{
+	gsize size = g_bytes_get_size(content);
+	g_autoptr(GBytes) data =
+		g_bytes_new_from_bytes(content, i * BS, MIN(size - i * BS, BS));
+	g_autofree char *id = block_id(key, i);
+
+	g_mutex_lock(&cache->lock);
+	mem_store(cache, key, id, data, FALSE);
+	g_mutex_unlock(&cache->lock);
+	if (cache->disk)
+		queue_write(cache, key, i, data);
+}
+
+/* Caches every block of @content but @skip (the caller's). The block at
+ * the end may be empty: it marks the end. The order is for a memory cache
+ * smaller than the content, which keeps the blocks stored last: those
+ * before @skip go first, nearest @skip last (a size walk from the end is
+ * followed by reads from the start), then those after it, nearest @skip
+ * last (a reader goes on from there). In ascending order, every further
+ * block of a sequential read would fetch the whole part again. */
 static void store_others(ImapfsBlockCache *cache, const ImapfsMessageKey *key,
 			 GBytes *content, guint64 skip)
 {
-	gsize size = g_bytes_get_size(content);
+	guint64 last = g_bytes_get_size(content) / BS;
 
-	/* The block at the end may be empty: it marks the end. */
-	for (guint64 i = 0; i * BS <= size; i++) {
-		if (i == skip)
-			continue;
-		g_autoptr(GBytes) data = g_bytes_new_from_bytes(
-			content, i * BS, MIN(size - i * BS, BS));
-		g_autofree char *id = block_id(key, i);
-		g_mutex_lock(&cache->lock);
-		mem_store(cache, key, id, data, FALSE);
-		g_mutex_unlock(&cache->lock);
-		if (cache->disk)
-			queue_write(cache, key, i, data);
-	}
+	for (guint64 i = MIN(skip, last + 1); i-- > 0;)
+		store_block(cache, key, content, i);
+	for (guint64 i = last; i > skip; i--)
+		store_block(cache, key, content, i);
 }
 
 /* A part whose encoding the server does not undo: all of it, decoded;

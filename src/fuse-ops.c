@@ -27,7 +27,8 @@ struct ImapfsFs {
 	 * them); protected by lock */
 	GHashTable *open_files;
 	struct fuse_session *se;
-	GThreadPool *notifier; /* started on first use; by lock */
+	GThreadPool *notifier;	  /* started on first use; by lock */
+	gboolean notices_stopped; /* imapfs_fs_stop_notices(); by lock */
 };
 
 /* What the kernel must forget (see ImapfsChangeKind). */
@@ -67,8 +68,7 @@ void imapfs_fs_free(ImapfsFs *fs)
 {
 	if (fs == NULL)
 		return;
-	if (fs->notifier)
-		g_thread_pool_free(fs->notifier, FALSE, TRUE);
+	imapfs_fs_stop_notices(fs);
 	g_hash_table_unref(fs->lookups);
 	g_hash_table_unref(fs->listed);
 	g_hash_table_unref(fs->open_files);
@@ -132,6 +132,12 @@ static void reply_error(fuse_req_t req, const char *op, GError *error)
 	g_clear_error(&error);
 }
 
+static void notice_free(Notice *n)
+{
+	g_free(n->name);
+	g_free(n);
+}
+
 static int notify(ImapfsFs *fs, const Notice *n)
 {
 	switch (n->kind) {
@@ -162,8 +168,7 @@ static void send_notice(gpointer data, gpointer user_data)
 	if (r != 0 && r != -ENOENT)
 		imapfs_trace(IMAPFS_TRACE_FUSE, "invalidating \"%s\": %s",
 			     n->name ? n->name : "inode", g_strerror(-r));
-	g_free(n->name);
-	g_free(n);
+	notice_free(n);
 }
 
 /*
@@ -175,6 +180,18 @@ static void send_notice(gpointer data, gpointer user_data)
 static void queue_notice(ImapfsFs *fs, ImapfsChangeKind kind, fuse_ino_t parent,
 			 fuse_ino_t child, const char *name)
 {
+	/* What the kernel never looked up it holds nothing of: a notice
+	 * would only cost a write answered ENOENT (an expunge of 10,000
+	 * messages nobody listed). */
+	gboolean about_child = kind == IMAPFS_CHANGE_GONE ||
+			       kind == IMAPFS_CHANGE_STALE ||
+			       kind == IMAPFS_CHANGE_ATTR;
+	g_mutex_lock(&fs->lock);
+	gboolean known =
+		!about_child || g_hash_table_contains(fs->lookups, &child);
+	g_mutex_unlock(&fs->lock);
+	if (!known)
+		return;
 	Notice *n = g_new(Notice, 1);
 
 	n->kind = kind;
@@ -182,11 +199,25 @@ static void queue_notice(ImapfsFs *fs, ImapfsChangeKind kind, fuse_ino_t parent,
 	n->child = child;
 	n->name = g_strdup(name);
 	g_mutex_lock(&fs->lock);
-	if (fs->notifier == NULL)
+	if (fs->notifier == NULL && !fs->notices_stopped)
 		fs->notifier =
 			g_thread_pool_new(send_notice, fs, 1, FALSE, NULL);
-	g_thread_pool_push(fs->notifier, n, NULL);
+	if (fs->notifier)
+		g_thread_pool_push(fs->notifier, n, NULL);
+	else
+		notice_free(n);
 	g_mutex_unlock(&fs->lock);
+}
+
+void imapfs_fs_stop_notices(ImapfsFs *fs)
+{
+	g_mutex_lock(&fs->lock);
+	GThreadPool *notifier = g_steal_pointer(&fs->notifier);
+	fs->notices_stopped = TRUE;
+	g_mutex_unlock(&fs->lock);
+	/* Those still queued are moot once unmounting. */
+	if (notifier)
+		g_thread_pool_free(notifier, TRUE, TRUE);
 }
 
 /* Makes the kernel forget @name in @parent, once the request in hand is
@@ -676,7 +707,7 @@ static void op_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name,
 		return;
 	}
 	g_autoptr(GPtrArray) xattrs =
-		imapfs_tree_xattrs(fs_of(req)->tree, ino, NULL);
+		imapfs_tree_xattrs(fs_of(req)->tree, ino, name, NULL);
 	g_autofree char *value = find_xattr(xattrs, name);
 	if (value == NULL)
 		fuse_reply_err(req, ENODATA);
@@ -688,7 +719,7 @@ static void op_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size)
 {
 	GError *error = NULL;
 	g_autoptr(GPtrArray) xattrs =
-		imapfs_tree_xattrs(fs_of(req)->tree, ino, &error);
+		imapfs_tree_xattrs(fs_of(req)->tree, ino, NULL, &error);
 	g_autoptr(GString) names = g_string_new(NULL);
 
 	if (xattrs == NULL) {

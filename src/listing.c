@@ -51,8 +51,8 @@ gboolean imapfs_listing_delta_is_full(ImapfsListingDelta *d)
 	return d->full != NULL;
 }
 
-static gboolean same_state(const ImapfsMailboxState *a,
-			   const ImapfsMailboxState *b)
+gboolean imapfs_listing_state_same(const ImapfsMailboxState *a,
+				   const ImapfsMailboxState *b)
 {
 	return a->uidvalidity == b->uidvalidity && a->uidnext != 0 &&
 	       a->uidnext == b->uidnext && a->exists == b->exists &&
@@ -128,7 +128,7 @@ ImapfsListingDelta *imapfs_listing_refresh(ImapfsSession *s,
 	d->max_uid = base->max_uid;
 	if (!imapfs_session_examine(s, mailbox, &d->state, error))
 		return NULL;
-	if (base->have && same_state(&base->state, &d->state))
+	if (base->have && imapfs_listing_state_same(&base->state, &d->state))
 		return g_steal_pointer(&d);
 	if (!base->have || base->state.uidvalidity != d->state.uidvalidity) {
 		d->full = imapfs_session_fetch_index(s, error);

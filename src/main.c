@@ -304,6 +304,7 @@ static int serve(struct fuse_args *fargs, Args *a, ImapfsTree *tree,
 	imapfs_watch_start(watch);
 	ret = loop(se, pool);
 	imapfs_watch_free(watch);
+	imapfs_fs_stop_notices(fs);
 out_unmount:
 	fuse_session_unmount(se);
 out_handlers:

@@ -113,6 +113,23 @@ static gboolean lower_limit(ImapfsPool *pool, const GError *error)
 	return TRUE;
 }
 
+/* Logs @s in, listed in pool->opening meanwhile so that a shutdown can
+ * abort a login that waits on a silent server. */
+static gboolean login_tracked(ImapfsPool *pool, ImapfsSession *s,
+			      GError **error)
+{
+	g_mutex_lock(&pool->lock);
+	g_ptr_array_add(pool->opening, s);
+	if (pool->shut_down)
+		imapfs_session_abort(s);
+	g_mutex_unlock(&pool->lock);
+	gboolean opened = imapfs_session_open(s, error);
+	g_mutex_lock(&pool->lock);
+	g_ptr_array_remove_fast(pool->opening, s);
+	g_mutex_unlock(&pool->lock);
+	return opened;
+}
+
 /* Opens a new session; the caller has already counted it. *wait_r
  * tells, on failure, that the server's limit was reached. */
 static ImapfsSession *open_session(ImapfsPool *pool, gboolean *wait_r,
@@ -124,16 +141,7 @@ static ImapfsSession *open_session(ImapfsPool *pool, gboolean *wait_r,
 
 	imapfs_trace(IMAPFS_TRACE_POOL, "pool: opening a connection");
 	*wait_r = FALSE;
-	g_mutex_lock(&pool->lock);
-	g_ptr_array_add(pool->opening, s);
-	if (pool->shut_down)
-		imapfs_session_abort(s);
-	g_mutex_unlock(&pool->lock);
-	gboolean opened = imapfs_session_open(s, &local);
-	g_mutex_lock(&pool->lock);
-	g_ptr_array_remove_fast(pool->opening, s);
-	g_mutex_unlock(&pool->lock);
-	if (!opened) {
+	if (!login_tracked(pool, s, &local)) {
 		imapfs_session_free(s);
 		g_mutex_lock(&pool->lock);
 		pool->count--;
@@ -165,21 +173,7 @@ ImapfsSession *imapfs_pool_open_extra(ImapfsPool *pool, GError **error)
 		imapfs_session_new(pool->cfg, pool->tls, pool->password);
 
 	imapfs_trace(IMAPFS_TRACE_POOL, "pool: opening an extra connection");
-	g_mutex_lock(&pool->lock);
-	gboolean shut_down = pool->shut_down;
-	if (!shut_down)
-		g_ptr_array_add(pool->opening, s);
-	g_mutex_unlock(&pool->lock);
-	if (shut_down) {
-		imapfs_session_free(s);
-		fail_shut_down(error);
-		return NULL;
-	}
-	gboolean opened = imapfs_session_open(s, error);
-	g_mutex_lock(&pool->lock);
-	g_ptr_array_remove_fast(pool->opening, s);
-	g_mutex_unlock(&pool->lock);
-	if (!opened)
+	if (!login_tracked(pool, s, error))
 		g_clear_pointer(&s, imapfs_session_free);
 	return s;
 }

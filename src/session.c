@@ -168,19 +168,26 @@ static gboolean send_raw(ImapfsSession *s, const char *data, gsize len,
 	return TRUE;
 }
 
+/* Reads what the server sent next into the empty read buffer. The
+ * caller decides whether a failure breaks the session. */
+static gboolean fill_rbuf(ImapfsSession *s, GError **error)
+{
+	gssize n = imapfs_stream_read(s->stream, s->rbuf, READ_CHUNK, error);
+
+	if (n < 0)
+		return FALSE;
+	s->rbuf_pos = 0;
+	s->rbuf_len = n;
+	return TRUE;
+}
+
 /* Reads until the parser hands out one complete response. */
 static ImapfsResponse *read_response(ImapfsSession *s, GError **error)
 {
 	for (;;) {
-		if (s->rbuf_pos == s->rbuf_len) {
-			gssize n = imapfs_stream_read(s->stream, s->rbuf,
-						      READ_CHUNK, error);
-			if (n < 0) {
-				set_broken(s);
-				return NULL;
-			}
-			s->rbuf_pos = 0;
-			s->rbuf_len = n;
+		if (s->rbuf_pos == s->rbuf_len && !fill_rbuf(s, error)) {
+			set_broken(s);
+			return NULL;
 		}
 		gsize used = 0;
 		ImapfsResponse *resp = NULL;
@@ -2823,19 +2830,16 @@ gboolean imapfs_session_idle_wait(ImapfsSession *s, guint wait_ms,
 		 * response with the usual limit. */
 		g_autoptr(GError) local = NULL;
 		imapfs_stream_set_timeout(s->stream, wait_ms);
-		gssize n = imapfs_stream_read(s->stream, s->rbuf, READ_CHUNK,
-					      &local);
+		gboolean got = fill_rbuf(s, &local);
 		imapfs_stream_set_timeout(s->stream, s->cfg->timeout * 1000);
-		if (n < 0 &&
+		if (!got &&
 		    g_error_matches(local, IMAPFS_ERROR, IMAPFS_ERROR_TIMEOUT))
 			return TRUE;
-		if (n < 0) {
+		if (!got) {
 			set_broken(s);
 			g_propagate_error(error, g_steal_pointer(&local));
 			return FALSE;
 		}
-		s->rbuf_pos = 0;
-		s->rbuf_len = n;
 	}
 	/* Everything that came, up to a complete response. */
 	do {

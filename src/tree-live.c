@@ -113,15 +113,16 @@ GPtrArray *imapfs_tree_in_use(ImapfsTree *tree, guint max)
 	return out;
 }
 
-/* The path of the mailbox in use called @server_name, or NULL. */
-static char *path_in_use(ImapfsTree *tree, const char *server_name)
+char *tree_path_of_server_name(ImapfsTree *tree, const char *server_name,
+			       gboolean in_use)
 {
 	char *path = NULL;
 
 	g_mutex_lock(&tree->lock);
 	for (guint i = 0; path == NULL && i < tree->slots->len; i++) {
 		Mailbox *m = tree->slots->pdata[i];
-		if (is_in_use(m) && strcmp(m->server_name, server_name) == 0)
+		if ((in_use ? is_in_use(m) : m->present) &&
+		    g_strcmp0(m->server_name, server_name) == 0)
 			path = g_strdup(m->path);
 	}
 	g_mutex_unlock(&tree->lock);
@@ -131,7 +132,8 @@ static char *path_in_use(ImapfsTree *tree, const char *server_name)
 gboolean imapfs_tree_refresh(ImapfsTree *tree, const char *server_name,
 			     GError **error)
 {
-	g_autofree char *path = path_in_use(tree, server_name);
+	g_autofree char *path =
+		tree_path_of_server_name(tree, server_name, TRUE);
 
 	return path == NULL || tree_refresh_messages(tree, path, 0, error);
 }

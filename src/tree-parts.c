@@ -281,7 +281,8 @@ static void sizes_clear(gpointer p)
 	g_free(r->sizes);
 }
 
-/* The batch for @uid and the messages after it. Called locked. */
+/* The batch for @uid and the messages after it, none when @uid's sizes
+ * are known already. Called locked. */
 static GArray *plan_batch(Mailbox *m, guint32 uid)
 {
 	GArray *req = g_array_new(FALSE, TRUE, sizeof(ImapfsBinarySizes));
@@ -290,21 +291,26 @@ static GArray *plan_batch(Mailbox *m, guint32 uid)
 	if (m->binary_sizes == NULL)
 		m->binary_sizes = g_hash_table_new_full(g_str_hash, g_str_equal,
 							g_free, g_free);
-	for (guint i = 0; m->messages && m->meta && i < m->messages->len &&
-			  req->len < SIZES_AHEAD;
+	ImapfsMessageInfo *first = tree_find_message(m, uid);
+	if (first == NULL || m->meta == NULL)
+		return req;
+	guint start = first - &g_array_index(m->messages, ImapfsMessageInfo, 0);
+	for (guint i = start; i < m->messages->len && req->len < SIZES_AHEAD;
 	     i++) {
 		guint32 u =
 			g_array_index(m->messages, ImapfsMessageInfo, i).uid;
 		ImapfsMessageMeta *meta =
-			u < uid ? NULL
-				: g_hash_table_lookup(m->meta,
-						      GUINT_TO_POINTER(u));
+			g_hash_table_lookup(m->meta, GUINT_TO_POINTER(u));
 		if (meta == NULL || meta->structure == NULL)
 			continue;
 		GPtrArray *sections = g_ptr_array_new();
 		unknown_sizes(m, u, meta->structure, sections);
 		if (sections->len == 0) {
 			g_ptr_array_unref(sections);
+			/* @uid's own are known (an earlier batch asked
+			 * for them): nothing to ask now. */
+			if (i == start)
+				break;
 			continue;
 		}
 		g_ptr_array_add(sections, NULL);

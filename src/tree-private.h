@@ -132,6 +132,11 @@ void tree_mark_stale(Mailbox *m);
 gboolean tree_apply_list(ImapfsTree *tree, GPtrArray *entries, gboolean utf8,
 			 GError **error);
 
+/* The path of the present mailbox called @server_name (with @in_use,
+ * only one whose listing is loaded), or NULL. */
+char *tree_path_of_server_name(ImapfsTree *tree, const char *server_name,
+			       gboolean in_use);
+
 /* tree-live.c: changes for the kernel, collected while locked and handed
  * to tree->change_func once unlocked (an array of TreeChange). */
 typedef struct {

@@ -848,20 +848,6 @@ static char *trash_for(ImapfsTree *tree, const char *server, GError **error)
 }
 
 /* The path of the directory whose mailbox is @server, or NULL. */
-static char *path_of_server_name(ImapfsTree *tree, const char *server)
-{
-	char *path = NULL;
-
-	g_mutex_lock(&tree->lock);
-	for (guint i = 0; i < tree->slots->len && !path; i++) {
-		Mailbox *m = tree->slots->pdata[i];
-		if (m->present && g_strcmp0(m->server_name, server) == 0)
-			path = g_strdup(m->path);
-	}
-	g_mutex_unlock(&tree->lock);
-	return path;
-}
-
 /* unlink of a pending file: not stored yet, it is thrown away; stored,
  * the message goes too (it is what the name stood for). */
 static gboolean unlink_pending(ImapfsTree *tree, Mailbox *dir, const char *name,
@@ -924,7 +910,7 @@ gboolean imapfs_tree_unlink(ImapfsTree *tree, guint64 parent, const char *name,
 		return FALSE;
 	}
 	g_autofree char *trash_path =
-		trash ? path_of_server_name(tree, trash) : NULL;
+		trash ? tree_path_of_server_name(tree, trash, FALSE) : NULL;
 	return move_message(tree, path, server, uidvalidity, uid, trash,
 			    trash_path, FALSE, error);
 }
@@ -1182,7 +1168,7 @@ gboolean imapfs_tree_set_flags(ImapfsTree *tree, guint64 ino, const char *flags,
 		if (g_error_matches(*error, IMAPFS_ERROR,
 				    IMAPFS_ERROR_MODIFIED)) {
 			g_autofree char *path =
-				path_of_server_name(tree, server);
+				tree_path_of_server_name(tree, server, FALSE);
 			if (path)
 				tree_refresh_messages(tree, path, 0, NULL);
 		}

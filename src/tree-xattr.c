@@ -195,7 +195,16 @@ static void load_listing(ImapfsTree *tree, guint64 ino)
 		tree_refresh_messages(tree, path, LOOKUP_FRESH_US, NULL);
 }
 
-GPtrArray *imapfs_tree_xattrs(ImapfsTree *tree, guint64 ino, GError **error)
+/* Whether attribute @name comes from ENVELOPE or OBJECTID (a fetch for
+ * the whole mailbox the first time), not from the listing. */
+static gboolean from_meta(const char *name)
+{
+	return g_str_has_prefix(name, "user.mail.") ||
+	       strcmp(name, "user.imap.emailid") == 0;
+}
+
+GPtrArray *imapfs_tree_xattrs(ImapfsTree *tree, guint64 ino, const char *wanted,
+			      GError **error)
 {
 	GPtrArray *out = g_ptr_array_new_with_free_func(xattr_free);
 	gboolean found = TRUE;
@@ -216,7 +225,8 @@ GPtrArray *imapfs_tree_xattrs(ImapfsTree *tree, guint64 ino, GError **error)
 	if (!imapfs_tree_is_pending(tree, ino)) {
 		load_listing(tree, ino);
 		/* Failures only leave the user.mail.* attributes out. */
-		tree_load_meta(tree, ino, NULL);
+		if (wanted == NULL || from_meta(wanted))
+			tree_load_meta(tree, ino, NULL);
 	}
 	char *flags = imapfs_tree_get_flags(tree, ino, NULL);
 	g_mutex_lock(&tree->lock);

@@ -322,20 +322,21 @@ static void learn_namespace(ImapfsTree *tree, ListResult *r)
 }
 
 /* What a new LIST changed for the kernel: directories that came, went or
- * became (un)selectable, against @was (present | selectable << 1 per
- * slot, from before). Called locked. */
+ * became (un)selectable, against @was (present | selectable << 1 for
+ * each of the @n slots there were before). Called locked. */
 static void list_changes(ImapfsTree *tree, const guint8 *was, guint n,
 			 GArray *changes)
 {
-	for (guint i = 1; i < n; i++) {
+	for (guint i = 1; i < tree->slots->len; i++) {
 		Mailbox *m = tree->slots->pdata[i];
+		guint8 before = i < n ? was[i] : 0; /* slots added: new */
 		guint8 now = m->present | m->selectable << 1;
-		if (now == was[i] || m->renewed)
+		if (now == before || m->renewed)
 			continue;
 		Mailbox *parent =
 			g_hash_table_lookup(tree->by_path, m->parent_path);
 		guint64 pino = parent ? tree_dir_ino(parent) : 0;
-		if ((was[i] & 1) && !m->present)
+		if ((before & 1) && !m->present)
 			tree_change(changes, IMAPFS_CHANGE_GONE, pino,
 				    tree_dir_ino(m), m->file_name);
 		else

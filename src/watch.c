@@ -2,6 +2,7 @@
 #include <string.h>
 
 #include "imapfs/error.h"
+#include "imapfs/listing.h"
 #include "imapfs/log.h"
 #include "imapfs/watch.h"
 
@@ -97,24 +98,30 @@ static gboolean claimed(Idler *id, const char *name)
  * or NULL: its current one while that stays among the most recently
  * used, else one of those no other idler has claimed, so that using two
  * mailboxes by turns moves nothing. */
-static char *wanted(Idler *id)
+static char *wanted(Idler *id, ImapfsMailboxState *state_r)
 {
 	g_autoptr(GPtrArray) in_use =
 		imapfs_tree_in_use(id->w->tree, IMAPFS_WATCH_IDLERS);
+	ImapfsMailboxInUse *pick = NULL;
 	char *want = NULL;
 
 	g_mutex_lock(&id->w->lock);
-	for (guint i = 0; want == NULL && i < in_use->len; i++) {
+	for (guint i = 0; pick == NULL && i < in_use->len; i++) {
 		const char *name =
 			((ImapfsMailboxInUse *)in_use->pdata[i])->server_name;
 		if (g_strcmp0(name, id->claim) == 0)
-			want = g_strdup(name);
+			pick = in_use->pdata[i];
 	}
-	for (guint i = 0; want == NULL && i < in_use->len; i++) {
+	for (guint i = 0; pick == NULL && i < in_use->len; i++) {
 		const char *name =
 			((ImapfsMailboxInUse *)in_use->pdata[i])->server_name;
 		if (!claimed(id, name))
-			want = g_strdup(name);
+			pick = in_use->pdata[i];
+	}
+	if (pick) {
+		want = g_strdup(pick->server_name);
+		if (state_r)
+			*state_r = pick->state;
 	}
 	g_free(id->claim);
 	id->claim = g_strdup(want);
@@ -137,11 +144,21 @@ static void drop_session(Idler *id)
 	set_target(id, NULL);
 }
 
+/* The pause before the next try: nothing the first time after a success,
+ * then doubling from a second to a minute, jittered. */
+static gint64 next_pause(Idler *id)
+{
+	gint64 pause = id->backoff + g_random_int_range(0, 250) * 1000;
+
+	id->backoff = CLAMP(id->backoff * 2, BACKOFF_FIRST_US, BACKOFF_MOST_US);
+	return pause;
+}
+
 /*
  * A broken connection is opened again at once the first time (a server
- * drops an IDLE on a mailbox deleted under it), then after a jittered,
- * doubling pause. Whatever broke it may have changed the mailbox: it is
- * checked now, not at the next poll.
+ * drops an IDLE on a mailbox deleted under it), then after the growing
+ * pause. Whatever broke it may have changed the mailbox: it is checked
+ * now, not at the next poll.
  */
 static void back_off(Idler *id, const GError *error)
 {
@@ -152,9 +169,7 @@ static void back_off(Idler *id, const GError *error)
 	drop_session(id);
 	if (target)
 		imapfs_tree_refresh(id->w->tree, target, NULL);
-	gint64 pause = id->backoff + g_random_int_range(0, 250) * 1000;
-	id->backoff = CLAMP(id->backoff * 2, BACKOFF_FIRST_US, BACKOFF_MOST_US);
-	nap(id->w, pause);
+	nap(id->w, next_pause(id));
 }
 
 static gboolean connect_idler(Idler *id, GError **error)
@@ -172,9 +187,11 @@ static gboolean connect_idler(Idler *id, GError **error)
 }
 
 /* Selects @want (EXAMINE, so nothing changes on the server) and, when the
- * state there moved since the tree listed it, refreshes at once: what
- * happened while no IDLE ran would not be announced. */
-static gboolean retarget(Idler *id, const char *want, GError **error)
+ * state there moved since the tree listed it (@known), refreshes at once:
+ * what happened while no IDLE ran would not be announced. Without
+ * CONDSTORE a flag change shows in no state: then always. */
+static gboolean retarget(Idler *id, const char *want,
+			 const ImapfsMailboxState *known, GError **error)
 {
 	ImapfsMailboxState st;
 
@@ -182,6 +199,8 @@ static gboolean retarget(Idler *id, const char *want, GError **error)
 	if (!imapfs_session_examine(id->session, want, &st, error))
 		return FALSE;
 	set_target(id, want);
+	if (st.highestmodseq && imapfs_listing_state_same(known, &st))
+		return TRUE;
 	return imapfs_tree_refresh(id->w->tree, want, error);
 }
 
@@ -200,7 +219,7 @@ static gboolean idle_until_news(Idler *id, gboolean *changed_r, GError **error)
 		if (!imapfs_session_idle_wait(id->session, SLICE_MS, changed_r,
 					      error))
 			return FALSE;
-		g_autofree char *want = wanted(id);
+		g_autofree char *want = wanted(id, NULL);
 		if (g_strcmp0(want, id->target) != 0)
 			break;
 	}
@@ -215,7 +234,8 @@ static gboolean idle_until_news(Idler *id, gboolean *changed_r, GError **error)
  * FALSE with @error when the connection failed. */
 static gboolean idle_round(Idler *id, GError **error)
 {
-	g_autofree char *want = wanted(id);
+	ImapfsMailboxState known;
+	g_autofree char *want = wanted(id, &known);
 	gboolean changed;
 
 	if (want == NULL)
@@ -227,7 +247,8 @@ static gboolean idle_round(Idler *id, GError **error)
 			    "no IDLE: changes are polled for");
 		return FALSE;
 	}
-	if (g_strcmp0(want, id->target) != 0 && !retarget(id, want, error))
+	if (g_strcmp0(want, id->target) != 0 &&
+	    !retarget(id, want, &known, error))
 		return FALSE;
 	if (!idle_until_news(id, &changed, error))
 		return FALSE;
@@ -248,10 +269,11 @@ static gpointer idle_main(gpointer data)
 				    IMAPFS_ERROR_UNSUPPORTED))
 			break;
 		/* A refused EXAMINE (mailbox deleted meanwhile) is no reason
-		 * to reconnect; the next round picks another target. */
+		 * to reconnect; it is tried again less and less often until
+		 * a poll's LIST drops the mailbox. */
 		if (id->session && imapfs_session_is_usable(id->session)) {
 			set_target(id, NULL);
-			nap(id->w, SLICE_MS * 1000);
+			nap(id->w, MAX(next_pause(id), SLICE_MS * 1000));
 			continue;
 		}
 		back_off(id, error);

@@ -37,6 +37,10 @@ void imapfs_fs_free(ImapfsFs *fs);
  * never from a request handler. */
 void imapfs_fs_set_session(ImapfsFs *fs, struct fuse_session *se);
 
+/* Drops the notices not sent yet and sends no more: before the session
+ * is unmounted and destroyed, which the notifier thread writes to. */
+void imapfs_fs_stop_notices(ImapfsFs *fs);
+
 /* The operations table; its userdata must be an ImapfsFs. */
 const struct fuse_lowlevel_ops *imapfs_fs_ops(void);
 

@@ -38,6 +38,11 @@ void imapfs_listing_base(ImapfsListingBase *base,
 			 const ImapfsMailboxState *state,
 			 const GArray *messages);
 
+/* Whether two EXAMINEs of a mailbox saw it unchanged (a server that
+ * gives no UIDNEXT never counts as unchanged). */
+gboolean imapfs_listing_state_same(const ImapfsMailboxState *a,
+				   const ImapfsMailboxState *b);
+
 /* EXAMINEs @mailbox on @session and fetches what changed since @base. */
 ImapfsListingDelta *imapfs_listing_refresh(ImapfsSession *session,
 					   const char *mailbox,

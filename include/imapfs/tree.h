@@ -220,8 +220,11 @@ typedef struct {
  * directory user.imap.uidvalidity, .uidnext, .messages, .unseen and
  * .special-use (when LIST gave one). An array of ImapfsXattr * (free
  * function set), possibly empty; NULL with NONEXISTENT for no such inode.
+ * With @wanted (one name, for getxattr), ENVELOPE is only fetched when
+ * that name comes from it; the others may then be missing.
  */
-GPtrArray *imapfs_tree_xattrs(ImapfsTree *tree, guint64 ino, GError **error);
+GPtrArray *imapfs_tree_xattrs(ImapfsTree *tree, guint64 ino, const char *wanted,
+			      GError **error);
 
 /* How many message files of directory @ino were opened so far. Reading a
  * file makes the kernel forget its atime, and then a stat of it (grep
