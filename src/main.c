@@ -20,6 +20,7 @@
 #include "imapfs/error.h"
 #include "imapfs/fuse-ops.h"
 #include "imapfs/log.h"
+#include "imapfs/mount-helper.h"
 #include "imapfs/pool.h"
 #include "imapfs/stream.h"
 #include "imapfs/tree.h"
@@ -57,43 +58,75 @@ static const struct fuse_opt option_spec[] = {
 	FUSE_OPT_END,
 };
 
+/* One screen: every option, its default in parentheses. */
 static void usage(const char *prog)
 {
 	printf("usage: %s [-f] [-d] [-o OPT[,OPT...]] URL MOUNTPOINT\n"
-	       "\n"
-	       "Mounts an IMAP account: mailboxes as directories, messages as "
-	       "files.\n"
-	       "URL is imaps://[USER@]HOST[:PORT][/MAILBOX] or "
-	       "imap://... (STARTTLS).\n"
-	       "\n"
-	       "options:\n"
-	       "    -h, --help             print this help\n"
-	       "    -V, --version          print the version\n"
-	       "    -f                     stay in the foreground\n"
-	       "    -d                     trace the IMAP conversation "
-	       "(credentials redacted); implies -f\n"
-	       "    -o user=NAME           login name, if not in the URL\n"
-	       "    -o password_command=CMD  the first line CMD prints is "
-	       "the password\n"
-	       "    -o password_file=FILE  the first line of FILE (mode 0600)\n"
-	       "    -o auth=MECH           force PLAIN or LOGIN\n"
-	       "    -o cafile=FILE, -o capath=DIR  trust anchors for the "
-	       "server certificate\n"
-	       "    -o tls_insecure        do not verify the certificate\n"
-	       "    -o allow_plaintext     allow imap:// without STARTTLS\n"
-	       "    -o connections=N       IMAP connections to open at most "
-	       "(default 4)\n"
-	       "    -o timeout=SECONDS     longest wait for the server "
-	       "(default 60)\n"
-	       "    -o uid=N,gid=N,umask=M owner and mode shown for files\n"
-	       "    -o ro                  read-only mount\n"
-	       "\n"
-	       "Without password options the password comes from "
-	       "IMAPFS_PASSWORD or a prompt.\n"
-	       "See imapfs(1).\n\n"
-	       "FUSE options:\n",
-	       prog);
-	fuse_lowlevel_help();
+	       "       %s --help | --version\n"
+	       "Mounts an IMAP account: mailboxes are directories, messages "
+	       "are files.\n"
+	       "URL: imaps://[USER@]HOST[:PORT][/MAILBOX], or imap://... "
+	       "with STARTTLS.\n\n"
+	       " -f  stay in the foreground  -d  and trace the IMAP "
+	       "conversation (no secrets)\n"
+	       " -o user=NAME               login name, if not in the URL\n"
+	       " -o password_command=CMD    password: the first line CMD "
+	       "prints (/bin/sh)\n"
+	       " -o password_file=FILE      password: the first line of "
+	       "FILE (mode 0600)\n"
+	       "                            (else $IMAPFS_PASSWORD, else "
+	       "a prompt)\n"
+	       " -o auth=MECH               plain, login, xoauth2, "
+	       "oauthbearer (best offered)\n"
+	       " -o oauth_token_command=CMD OAuth 2.0 access token: the "
+	       "first line CMD prints\n"
+	       " -o cafile=FILE,capath=DIR  trust anchors (the system's)\n"
+	       " -o tls_insecure            do not verify the server "
+	       "certificate\n"
+	       " -o allow_plaintext         allow imap:// without "
+	       "STARTTLS\n"
+	       " -o connections=N           IMAP connections at most (4)\n"
+	       " -o cache=disk|memory|none  where read mail is kept (disk)\n"
+	       " -o cache_dir=DIR           (~/.cache/imapfs/USER@HOST)\n"
+	       " -o cache_size=SIZE         disk cache limit, K/M/G "
+	       "suffix (1G)\n"
+	       " -o parts=yes|no            MIME parts as N.parts/ "
+	       "directories (yes)\n"
+	       " -o delete=expunge|trash    what rm does (expunge)\n"
+	       " -o timeout=SECONDS         longest wait for the server "
+	       "(60)\n"
+	       " -o poll=SECONDS            look for others' changes; 0: "
+	       "never (60)\n"
+	       " -o ro                      never change anything on the "
+	       "server\n"
+	       " -o uid=N,gid=N,umask=M     owner and mode of the files "
+	       "(yours, 000)\n"
+	       " -o allow_other, default_permissions and other FUSE options: "
+	       "see imapfs(1)\n",
+	       prog, prog);
+}
+
+/* Built against, and running with when that differs. */
+static void print_version(void)
+{
+	g_autofree char *glib_run =
+		g_strdup_printf("%u.%u.%u", glib_major_version,
+				glib_minor_version, glib_micro_version);
+	const char *ssl_run = imapfs_tls_library_version();
+
+	printf("imapfs %s\n", IMAPFS_VERSION);
+	printf("libfuse %d.%d (running %s)\n", FUSE_MAJOR_VERSION,
+	       FUSE_MINOR_VERSION, fuse_pkgversion());
+	printf("%s", imapfs_tls_library_built());
+	if (g_strcmp0(ssl_run, imapfs_tls_library_built()) != 0)
+		printf(" (running %s)", ssl_run);
+	printf("\nGLib %d.%d.%d", GLIB_MAJOR_VERSION, GLIB_MINOR_VERSION,
+	       GLIB_MICRO_VERSION);
+	if (glib_major_version != GLIB_MAJOR_VERSION ||
+	    glib_minor_version != GLIB_MINOR_VERSION ||
+	    glib_micro_version != GLIB_MICRO_VERSION)
+		printf(" (running %s)", glib_run);
+	printf("\n");
 }
 
 /* uid=, gid= and umask= are handled by the high-level FUSE API only, so
@@ -180,7 +213,7 @@ static int option_proc(void *data, const char *arg, int key,
 
 static int fail(const char *what, GError *error)
 {
-	fprintf(stderr, "imapfs: %s%s\n", what ? what : "",
+	fprintf(stderr, "%s: %s%s\n", g_get_prgname(), what ? what : "",
 		error ? error->message : "");
 	g_clear_error(&error);
 	return 1;
@@ -211,13 +244,14 @@ static ImapfsPool *connect_account(ImapfsConfig *cfg, GError **error)
 	return pool;
 }
 
-static char *fsname_option(const ImapfsConfig *cfg)
+/* The URL as given, so that mount(8) and df show it and "mount -a" finds
+ * an fstab line already mounted; subtype makes the type fuse.imapfs. */
+static char *fsname_option(const char *url)
 {
-	g_autofree char *who = imapfs_config_describe(cfg);
-	g_autoptr(GString) opt = g_string_new("-ofsname=imapfs#");
+	g_autoptr(GString) opt = g_string_new("-ofsname=");
 
 	/* libfuse splits options at ',' and treats '\' as an escape. */
-	for (const char *p = who; *p; p++) {
+	for (const char *p = url; *p; p++) {
 		if (*p == ',' || *p == '\\')
 			g_string_append_c(opt, '\\');
 		g_string_append_c(opt, *p);
@@ -339,15 +373,36 @@ static ImapfsBlockCache *new_block_cache(const ImapfsConfig *cfg,
 		imapfs_block_cache_fetch_from_pool, pool);
 }
 
+/* libfuse judges the options we leave to it only when a session is
+ * made: made here on a copy, so that a typo costs no login. It says
+ * which option it refused. */
+static gboolean fuse_options_valid(const struct fuse_args *fargs)
+{
+	static const struct fuse_lowlevel_ops no_ops;
+	struct fuse_args copy = FUSE_ARGS_INIT(0, NULL);
+	struct fuse_session *se;
+
+	for (int i = 0; i < fargs->argc; i++)
+		fuse_opt_add_arg(&copy, fargs->argv[i]);
+	se = fuse_session_new(&copy, &no_ops, sizeof(no_ops), NULL);
+	fuse_opt_free_args(&copy);
+	if (se == NULL)
+		return FALSE;
+	fuse_session_destroy(se);
+	return TRUE;
+}
+
 /* Connects, then mounts and serves until unmounted. */
 static int run(struct fuse_args *fargs, Args *a)
 {
-	g_autofree char *fsname = fsname_option(a->cfg);
+	g_autofree char *fsname = fsname_option(a->url);
 	GError *error = NULL;
 	ImapfsDiskCache *disk;
 	int ret;
 
 	fuse_opt_add_arg(fargs, fsname);
+	if (!fuse_options_valid(fargs))
+		return fail("invalid options (see --help)", NULL);
 	/* Before logging in: a second mount on one cache fails at once. */
 	if (!open_disk_cache(a->cfg, &disk, &error))
 		return fail(NULL, error);
@@ -412,7 +467,9 @@ static void args_clear(Args *a)
 	g_clear_error(&a->error);
 }
 
-int main(int argc, char **argv)
+/* Parses, checks and mounts; @helper is set when called as mount(8)'s
+ * helper: -f (fake) then stops after the checks. */
+static int mount_main(int argc, char **argv, const ImapfsMountArgs *helper)
 {
 	struct fuse_args fargs = FUSE_ARGS_INIT(argc, argv);
 	Args a = {.cfg = imapfs_config_new()};
@@ -421,30 +478,28 @@ int main(int argc, char **argv)
 
 	a.owner.uid = getuid();
 	a.owner.gid = getgid();
-	/* A server closing the socket must not kill us mid-write. */
-	signal(SIGPIPE, SIG_IGN);
-	/* Cache blocks come and go by the thousand on many threads; with an
-	 * arena per thread, glibc keeps freed memory in each of them and
-	 * the footprint drifts far above what is live (130 MB against 115
-	 * for a 10,000-message grep). */
-	mallopt(M_ARENA_MAX, 2);
-	imapfs_log_init(0);
 	if (fuse_opt_parse(&fargs, &a, option_spec, option_proc) != 0) {
 		ret = fail("invalid arguments", NULL);
 		goto out;
 	}
 	if (a.show_help || a.show_version) {
 		if (a.show_help)
-			usage(argv[0]);
+			usage(g_get_prgname());
 		else
-			printf("imapfs %s\nFUSE library %s\n", IMAPFS_VERSION,
-			       fuse_pkgversion());
+			print_version();
 		ret = 0;
 		goto out;
 	}
 	imapfs_log_init(a.debug ? IMAPFS_TRACE_ALL : 0);
 	if (!finish_args(&a, &error)) {
 		ret = fail(NULL, error);
+		goto out;
+	}
+	if (helper && helper->verbose)
+		fprintf(stderr, "%s: mounting %s on %s%s\n", g_get_prgname(),
+			a.url, a.mountpoint, helper->fake ? " (fake)" : "");
+	if (helper && helper->fake) {
+		ret = 0;
 		goto out;
 	}
 	/* The kernel then refuses changes itself, and mount(8) shows ro. */
@@ -456,4 +511,29 @@ out:
 	fuse_opt_free_args(&fargs);
 	args_clear(&a);
 	return ret;
+}
+
+int main(int argc, char **argv)
+{
+	g_auto(ImapfsMountArgs) helper = {0};
+	g_autofree char *prog = g_path_get_basename(argv[0]);
+	GError *error = NULL;
+
+	g_set_prgname(prog);
+	/* A server closing the socket must not kill us mid-write. */
+	signal(SIGPIPE, SIG_IGN);
+	/* Cache blocks come and go by the thousand on many threads; with an
+	 * arena per thread, glibc keeps freed memory in each of them and
+	 * the footprint drifts far above what is live (130 MB against 115
+	 * for a 10,000-message grep). */
+	mallopt(M_ARENA_MAX, 2);
+	imapfs_log_init(0);
+	/* mount.imapfs --help is the same help. */
+	if (!imapfs_mount_helper_is_helper(argv[0]) ||
+	    (argc == 2 && argv[1][0] == '-' && strchr("-hV", argv[1][1])))
+		return mount_main(argc, argv, NULL);
+	if (!imapfs_mount_helper_translate(argc, argv, &helper, &error))
+		return fail(NULL, error);
+	return mount_main((int)g_strv_length(helper.argv), helper.argv,
+			  &helper);
 }

@@ -238,6 +238,16 @@ ImapfsTlsContext *imapfs_tls_context_new(const char *cafile, const char *capath,
 	return g_steal_pointer(&ctx);
 }
 
+const char *imapfs_tls_library_built(void)
+{
+	return OPENSSL_VERSION_TEXT;
+}
+
+const char *imapfs_tls_library_version(void)
+{
+	return OpenSSL_version(OPENSSL_VERSION);
+}
+
 void imapfs_tls_context_free(ImapfsTlsContext *ctx)
 {
 	if (!ctx)

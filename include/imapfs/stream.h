@@ -30,6 +30,11 @@ ImapfsTlsContext *imapfs_tls_context_new(const char *cafile, const char *capath,
 					 gboolean insecure, GError **error);
 void imapfs_tls_context_free(ImapfsTlsContext *ctx);
 
+/* The TLS library's version as built against ("OpenSSL 3.0.x ...") and
+ * as loaded at run time; static strings, for --version. */
+const char *imapfs_tls_library_built(void);
+const char *imapfs_tls_library_version(void);
+
 /* Connects over TCP (net.h); the stream starts in plain text.
  * @timeout_ms is the connect limit and the inactivity limit thereafter. */
 ImapfsStream *imapfs_stream_connect(const char *host, guint16 port,

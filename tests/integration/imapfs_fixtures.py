@@ -1131,6 +1131,32 @@ class Mount:
         self.stop(check=exc[0] is None)
 
 
+class HelperMount(Mount):
+    """Mounted by `command` (mount(8), which runs /sbin/mount.imapfs);
+    stop() unmounts with umount(8), then checks the exit as Mount does."""
+
+    def __init__(self, command, mountpoint, **kw):
+        super().__init__(None, mountpoint, foreground=False, **kw)
+        self._command = list(command)
+
+    def command(self):
+        return self._command
+
+    def stop(self, timeout=20, check=True):
+        if self.stopped:
+            return
+        problems = []
+        if is_mounted(self.mountpoint):
+            r = subprocess.run(['umount', self.mountpoint], timeout=30,
+                               stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT)
+            if r.returncode != 0 or is_mounted(self.mountpoint):
+                problems.append('umount %s failed: %s' % (
+                    self.mountpoint, r.stdout.decode().strip()))
+                fusermount_u(self.mountpoint)
+        self._finish(timeout, problems, check)
+
+
 def pid_alive(pid):
     try:
         with open('/proc/%d/stat' % pid) as f:
@@ -1138,6 +1164,10 @@ def pid_alive(pid):
         return state not in ('Z', 'X')
     except (OSError, IndexError):
         return False
+
+
+# The daemon's names: mount(8) runs it as its helper.
+DAEMON_NAMES = (b'imapfs', b'mount.imapfs', b'mount.fuse.imapfs')
 
 
 def find_daemon(mountpoint):
@@ -1151,7 +1181,7 @@ def find_daemon(mountpoint):
                 argv = f.read().split(b'\0')
         except OSError:
             continue
-        if (argv and os.path.basename(argv[0]) == b'imapfs'
+        if (argv and os.path.basename(argv[0]) in DAEMON_NAMES
                 and mountpoint.encode() in argv):
             if mine is not None:
                 raise FixtureError('two imapfs processes serve %s'

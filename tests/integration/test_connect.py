@@ -300,16 +300,36 @@ def test_mount_while_file_open_then_unmount(mount, corpus):
     assert m.returncode == 0
 
 
-@pytest.mark.parametrize('arg', ['--version', '--help'])
-def test_version_and_help(tmp_path, imapfs_bin, arg):
-    r = F.run_imapfs([arg], str(tmp_path))
+SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', '..')
+
+
+def option_names():
+    """Every -o option imapfs takes: config.c's table, and those main.c
+    handles for the low-level FUSE API."""
+    with open(os.path.join(SOURCE, 'src', 'config.c')) as f:
+        names = re.findall(r'^\t\{"(\w+)", OPT_', f.read(), re.M)
+    assert len(names) > 15
+    return names + ['uid', 'gid', 'umask', 'allow_other']
+
+
+def test_help_is_one_screen_with_every_option(tmp_path, imapfs_bin):
+    r = F.run_imapfs(['--help'], str(tmp_path))
     assert r.returncode == 0, r.stderr
-    out = r.stdout + r.stderr
-    if arg == '--version':
-        assert re.search(r'\d+\.\d+', out), out
-    else:
-        assert 'imapfs' in out and re.search(r'-o|options', out), out
-    assert not F.sanitizer_reports(out)
+    lines = r.stdout.splitlines()
+    assert len(lines) <= 30 and max(map(len, lines)) <= 80, r.stdout
+    missing = [n for n in option_names()
+               if not re.search(r'\b%s\b' % n, r.stdout)]
+    assert not missing, r.stdout
+    assert not F.sanitizer_reports(r.stdout + r.stderr)
+
+
+def test_version_names_the_libraries(tmp_path, imapfs_bin):
+    r = F.run_imapfs(['--version'], str(tmp_path))
+    assert r.returncode == 0, r.stderr
+    assert re.match(r'imapfs \d+\.\d+\.\d+\n', r.stdout), r.stdout
+    for lib in ('libfuse', 'OpenSSL', 'GLib'):
+        assert re.search(r'^%s \d+\.\d+' % lib, r.stdout, re.M), r.stdout
+    assert not F.sanitizer_reports(r.stdout + r.stderr)
 
 
 def test_missing_mountpoint(tmp_path, server):
