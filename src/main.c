@@ -22,6 +22,7 @@
 #include "imapfs/log.h"
 #include "imapfs/mount-helper.h"
 #include "imapfs/pool.h"
+#include "imapfs/service.h"
 #include "imapfs/stream.h"
 #include "imapfs/tree.h"
 #include "imapfs/watch.h"
@@ -312,6 +313,16 @@ static void start_threads(const ImapfsConfig *cfg, ImapfsBlockCache *cache,
 	imapfs_pool_warm(pool);
 }
 
+/* For a Type=notify unit: the mount is in place and answers (requests
+ * wait in the kernel until the loop below takes them). */
+static void notify_ready(const Args *a)
+{
+	g_autofree char *state = g_strdup_printf(
+		"READY=1\nSTATUS=%s mounted on %s", a->url, a->mountpoint);
+
+	imapfs_service_notify(state);
+}
+
 static int serve(struct fuse_args *fargs, Args *a, ImapfsTree *tree,
 		 ImapfsBlockCache *cache, ImapfsPool *pool)
 {
@@ -336,7 +347,9 @@ static int serve(struct fuse_args *fargs, Args *a, ImapfsTree *tree,
 	/* Stopped before fs goes: it hands changes to fs. */
 	ImapfsWatch *watch = imapfs_watch_new(a->cfg, pool, tree);
 	imapfs_watch_start(watch);
+	notify_ready(a);
 	ret = loop(se, pool);
+	imapfs_service_notify("STOPPING=1");
 	imapfs_watch_free(watch);
 	imapfs_fs_stop_notices(fs);
 out_unmount:
@@ -520,6 +533,7 @@ int main(int argc, char **argv)
 	GError *error = NULL;
 
 	g_set_prgname(prog);
+	imapfs_service_init();
 	/* A server closing the socket must not kill us mid-write. */
 	signal(SIGPIPE, SIG_IGN);
 	/* Cache blocks come and go by the thousand on many threads; with an

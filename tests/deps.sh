@@ -6,7 +6,7 @@ set -euo pipefail
 
 PKGS=(meson ninja-build pkg-config gcc libfuse3-dev fuse3 libglib2.0-dev
       libssl-dev libxxhash-dev libgmime-3.0-dev dovecot-imapd python3-pytest openssl attr rsync clang
-      libclang-rt-14-dev clang-format)
+      libclang-rt-14-dev clang-format systemd mandoc)
 
 missing=()
 for p in "${PKGS[@]}"; do
