@@ -613,8 +613,51 @@ static char *default_cache_dir(const ImapfsConfig *cfg)
 	return g_build_filename(home, ".cache", "imapfs", leaf, NULL);
 }
 
+gboolean imapfs_config_uses_oauth(const ImapfsConfig *cfg)
+{
+	return cfg->oauth_token_command != NULL ||
+	       g_strcmp0(cfg->auth, "XOAUTH2") == 0 ||
+	       g_strcmp0(cfg->auth, "OAUTHBEARER") == 0;
+}
+
+/* auth= and oauth_token_command= agree, and name what we speak. */
+static gboolean check_auth(const ImapfsConfig *cfg, GError **error)
+{
+	static const char *const spoken[] = {"PLAIN", "LOGIN", "XOAUTH2",
+					     "OAUTHBEARER", NULL};
+	gboolean oauth_mech = g_strcmp0(cfg->auth, "XOAUTH2") == 0 ||
+			      g_strcmp0(cfg->auth, "OAUTHBEARER") == 0;
+
+	if (cfg->auth && !g_strv_contains(spoken, cfg->auth))
+		g_set_error(error, IMAPFS_ERROR, IMAPFS_ERROR_CONFIG,
+			    "authentication mechanism \"%s\" is not "
+			    "supported: use plain, login, xoauth2 or "
+			    "oauthbearer",
+			    cfg->auth);
+	else if (oauth_mech && !cfg->oauth_token_command)
+		g_set_error(error, IMAPFS_ERROR, IMAPFS_ERROR_CONFIG,
+			    "auth=%s needs -o oauth_token_command=CMD, a "
+			    "command that prints an access token",
+			    cfg->auth);
+	else if (cfg->auth && !oauth_mech && cfg->oauth_token_command)
+		g_set_error(error, IMAPFS_ERROR, IMAPFS_ERROR_CONFIG,
+			    "oauth_token_command is for auth=xoauth2 or "
+			    "auth=oauthbearer, not auth=%s",
+			    cfg->auth);
+	else if (cfg->oauth_token_command &&
+		 (cfg->password_command || cfg->password_file))
+		g_set_error_literal(error, IMAPFS_ERROR, IMAPFS_ERROR_CONFIG,
+				    "give either oauth_token_command or a "
+				    "password option, not both");
+	else
+		return TRUE;
+	return FALSE;
+}
+
 gboolean imapfs_config_finish(ImapfsConfig *cfg, GError **error)
 {
+	if (!check_auth(cfg, error))
+		return FALSE;
 	if (!cfg->host) {
 		g_set_error_literal(error, IMAPFS_ERROR, IMAPFS_ERROR_CONFIG,
 				    "no server: give a URL such as "

@@ -121,24 +121,26 @@ static int wait_child(GPid pid)
 	return status;
 }
 
-/* Names the exit status, never the output: that may be the password. */
-static gboolean command_status_ok(const char *cmd, int status, GError **error)
+/* Names the exit status, never the output: that may be the password.
+ * @option names the command's option in messages. */
+static gboolean command_status_ok(const char *option, const char *cmd,
+				  int status, GError **error)
 {
 	if (WIFEXITED(status) && WEXITSTATUS(status) == 0)
 		return TRUE;
 	if (WIFSIGNALED(status))
 		g_set_error(error, IMAPFS_ERROR, IMAPFS_ERROR_CONFIG,
-			    "password_command killed by signal %d: \"%s\"",
+			    "%s killed by signal %d: \"%s\"", option,
 			    WTERMSIG(status), cmd);
 	else
 		g_set_error(error, IMAPFS_ERROR, IMAPFS_ERROR_CONFIG,
-			    "password_command exited with status %d: \"%s\"",
+			    "%s exited with status %d: \"%s\"", option,
 			    WEXITSTATUS(status), cmd);
 	return FALSE;
 }
 
-static gboolean spawn_command(const char *cmd, GPid *pid, int *out,
-			      GError **error)
+static gboolean spawn_command(const char *option, const char *cmd, GPid *pid,
+			      int *out, GError **error)
 {
 	const char *argv[] = {"/bin/sh", "-c", cmd, NULL};
 	g_autoptr(GError) spawn_error = NULL;
@@ -151,35 +153,37 @@ static gboolean spawn_command(const char *cmd, GPid *pid, int *out,
 		    NULL, NULL, pid, NULL, out, NULL, &spawn_error))
 		return TRUE;
 	g_set_error(error, IMAPFS_ERROR, IMAPFS_ERROR_CONFIG,
-		    "cannot run password_command \"%s\": %s", cmd,
+		    "cannot run %s \"%s\": %s", option, cmd,
 		    spawn_error->message);
 	return FALSE;
 }
 
-static char *password_from_command(const char *cmd, GError **error)
+/* The first line @cmd prints; @option and @what ("password", "token")
+ * name it in messages. */
+static char *secret_from_command(const char *option, const char *what,
+				 const char *cmd, GError **error)
 {
 	ReadResult result;
 	char *secret;
 	GPid pid;
 	int out, err, status;
 
-	if (!spawn_command(cmd, &pid, &out, error))
+	if (!spawn_command(option, cmd, &pid, &out, error))
 		return NULL;
 	secret = read_secret(out, &result, &err);
 	drain(out);
 	close(out);
 	status = wait_child(pid);
-	if (!command_status_ok(cmd, status, error)) {
+	if (!command_status_ok(option, cmd, status, error)) {
 		imapfs_secret_free(secret);
 		return NULL;
 	}
 	if (!secret && result == READ_OK)
 		g_set_error(error, IMAPFS_ERROR, IMAPFS_ERROR_CONFIG,
-			    "password_command printed no password (exit "
-			    "status 0): \"%s\"",
-			    cmd);
+			    "%s printed no %s (exit status 0): \"%s\"", option,
+			    what, cmd);
 	else if (!secret)
-		set_read_error(error, result, err, "password_command", cmd);
+		set_read_error(error, result, err, option, cmd);
 	return secret;
 }
 
@@ -305,7 +309,8 @@ char *imapfs_credentials_password(const ImapfsConfig *cfg, GError **error)
 	char *secret;
 
 	if (cfg->password_command)
-		return password_from_command(cfg->password_command, error);
+		return secret_from_command("password_command", "password",
+					   cfg->password_command, error);
 	if (cfg->password_file)
 		return password_from_file(cfg->password_file, error);
 	secret = password_from_env();
@@ -318,4 +323,18 @@ char *imapfs_credentials_password(const ImapfsConfig *cfg, GError **error)
 			    "password_file=..., IMAPFS_PASSWORD, or run on a "
 			    "terminal");
 	return NULL;
+}
+
+char *imapfs_credentials_token(const ImapfsConfig *cfg, GError **error)
+{
+	g_return_val_if_fail(cfg->oauth_token_command != NULL, NULL);
+	return secret_from_command("oauth_token_command", "token",
+				   cfg->oauth_token_command, error);
+}
+
+char *imapfs_credentials_secret(const ImapfsConfig *cfg, GError **error)
+{
+	return imapfs_config_uses_oauth(cfg)
+		       ? imapfs_credentials_token(cfg, error)
+		       : imapfs_credentials_password(cfg, error);
 }

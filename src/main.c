@@ -223,7 +223,7 @@ static int fail(const char *what, GError *error)
 /* Everything that can go wrong with the account, found before mounting. */
 static ImapfsPool *connect_account(ImapfsConfig *cfg, GError **error)
 {
-	char *password = imapfs_credentials_password(cfg, error);
+	char *password = imapfs_credentials_secret(cfg, error);
 
 	if (password == NULL)
 		return NULL;

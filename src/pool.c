@@ -2,6 +2,7 @@
 #include <openssl/crypto.h>
 #include <string.h>
 
+#include "imapfs/credentials.h"
 #include "imapfs/error.h"
 #include "imapfs/log.h"
 #include "imapfs/pool.h"
@@ -9,7 +10,7 @@
 struct ImapfsPool {
 	const ImapfsConfig *cfg;
 	ImapfsTlsContext *tls;
-	char *password;
+	char *password; /* or the OAuth token; protected by lock */
 	GMutex lock;
 	GCond available;
 	GQueue idle;	 /* ImapfsSession *; protected by lock */
@@ -130,19 +131,63 @@ static gboolean login_tracked(ImapfsPool *pool, ImapfsSession *s,
 	return opened;
 }
 
+/* Runs oauth_token_command again, for a token the server refused: it
+ * may have expired since the last run. */
+static gboolean renew_token(ImapfsPool *pool)
+{
+	g_autoptr(GError) error = NULL;
+	char *token = imapfs_credentials_token(pool->cfg, &error);
+
+	if (token == NULL) {
+		g_warning("cannot renew the OAuth token: %s", error->message);
+		return FALSE;
+	}
+	g_mutex_lock(&pool->lock);
+	char *old = pool->password;
+	pool->password = token;
+	g_mutex_unlock(&pool->lock);
+	OPENSSL_cleanse(old, strlen(old));
+	g_free(old);
+	return TRUE;
+}
+
+/* A new session, logged in. A refused OAuth token is renewed and the
+ * login tried once more: tokens live an hour, mounts much longer. */
+static ImapfsSession *login_new(ImapfsPool *pool, GError **error)
+{
+	for (guint attempt = 0;; attempt++) {
+		GError *local = NULL;
+
+		g_mutex_lock(&pool->lock);
+		ImapfsSession *s = imapfs_session_new(pool->cfg, pool->tls,
+						      pool->password);
+		g_mutex_unlock(&pool->lock);
+		if (login_tracked(pool, s, &local))
+			return s;
+		imapfs_session_free(s);
+		if (attempt > 0 || !imapfs_config_uses_oauth(pool->cfg) ||
+		    !g_error_matches(local, IMAPFS_ERROR, IMAPFS_ERROR_AUTH) ||
+		    !renew_token(pool)) {
+			g_propagate_error(error, local);
+			return NULL;
+		}
+		imapfs_trace(IMAPFS_TRACE_POOL, "pool: %s; token renewed",
+			     local->message);
+		g_error_free(local);
+	}
+}
+
 /* Opens a new session; the caller has already counted it. *wait_r
  * tells, on failure, that the server's limit was reached. */
 static ImapfsSession *open_session(ImapfsPool *pool, gboolean *wait_r,
 				   GError **error)
 {
-	ImapfsSession *s =
-		imapfs_session_new(pool->cfg, pool->tls, pool->password);
 	GError *local = NULL;
 
 	imapfs_trace(IMAPFS_TRACE_POOL, "pool: opening a connection");
 	*wait_r = FALSE;
-	if (!login_tracked(pool, s, &local)) {
-		imapfs_session_free(s);
+	ImapfsSession *s = login_new(pool, &local);
+	if (s == NULL) {
 		g_mutex_lock(&pool->lock);
 		pool->count--;
 		*wait_r = lower_limit(pool, local);
@@ -169,13 +214,8 @@ static ImapfsSession *open_session(ImapfsPool *pool, gboolean *wait_r,
 
 ImapfsSession *imapfs_pool_open_extra(ImapfsPool *pool, GError **error)
 {
-	ImapfsSession *s =
-		imapfs_session_new(pool->cfg, pool->tls, pool->password);
-
 	imapfs_trace(IMAPFS_TRACE_POOL, "pool: opening an extra connection");
-	if (!login_tracked(pool, s, error))
-		g_clear_pointer(&s, imapfs_session_free);
-	return s;
+	return login_new(pool, error);
 }
 
 /* An idle session, preferring one already on @mailbox. Called locked. */

@@ -36,7 +36,7 @@ typedef gboolean (*ContinueFunc)(ImapfsSession *s, ImapfsResponse *resp,
 struct ImapfsSession {
 	const ImapfsConfig *cfg;
 	ImapfsTlsContext *tls;
-	const char *password;
+	char *password; /* or the OAuth token; ours, wiped on free */
 	ImapfsSessionState state;
 	ImapfsStream *stream;
 	ImapfsParser *parser;
@@ -88,7 +88,7 @@ ImapfsSession *imapfs_session_new(const ImapfsConfig *cfg,
 
 	s->cfg = cfg;
 	s->tls = tls;
-	s->password = password;
+	s->password = g_strdup(password);
 	s->parser = imapfs_parser_new(NULL);
 	s->rbuf = g_malloc(READ_CHUNK);
 	return s;
@@ -246,6 +246,8 @@ static void set_capabilities(ImapfsSession *s, GPtrArray *words, guint first)
 		{"SASL-IR", IMAPFS_CAP_SASL_IR},
 		{"AUTH=PLAIN", IMAPFS_CAP_AUTH_PLAIN},
 		{"AUTH=LOGIN", IMAPFS_CAP_AUTH_LOGIN},
+		{"AUTH=XOAUTH2", IMAPFS_CAP_AUTH_XOAUTH2},
+		{"AUTH=OAUTHBEARER", IMAPFS_CAP_AUTH_OAUTHBEARER},
 		{"ENABLE", IMAPFS_CAP_ENABLE},
 		{"UTF8=ACCEPT", IMAPFS_CAP_UTF8_ACCEPT},
 		{"CONDSTORE", IMAPFS_CAP_CONDSTORE},
@@ -692,21 +694,57 @@ static gboolean start_tls(ImapfsSession *s, GError **error)
 	return tls_handshake(s, error);
 }
 
-/* "\0user\0password", base64: the SASL PLAIN message. Wipes its copy. */
+/* @raw of @len bytes in base64; wipes @raw. */
+static char *b64_and_wipe(char *raw, gsize len)
+{
+	char *b64 = g_base64_encode((const guchar *)raw, len);
+
+	OPENSSL_cleanse(raw, len);
+	g_free(raw);
+	return b64;
+}
+
+/* "\0user\0password": the SASL PLAIN message, base64. */
 static char *sasl_plain(ImapfsSession *s)
 {
 	gsize ulen = strlen(s->cfg->user), plen = strlen(s->password);
 	gsize len = ulen + plen + 2;
-	guchar *raw = g_malloc(len);
+	char *raw = g_malloc(len);
 
 	raw[0] = '\0';
 	memcpy(raw + 1, s->cfg->user, ulen);
 	raw[1 + ulen] = '\0';
 	memcpy(raw + 2 + ulen, s->password, plen);
-	char *b64 = g_base64_encode(raw, len);
-	OPENSSL_cleanse(raw, len);
-	g_free(raw);
-	return b64;
+	return b64_and_wipe(raw, len);
+}
+
+/* XOAUTH2 (Google's and Microsoft's): "user=U^Aauth=Bearer T^A^A". */
+static char *sasl_xoauth2(ImapfsSession *s)
+{
+	char *raw = g_strdup_printf("user=%s\001auth=Bearer %s\001\001",
+				    s->cfg->user, s->password);
+
+	return b64_and_wipe(raw, strlen(raw));
+}
+
+/* OAUTHBEARER (RFC 7628): a GS2 header naming the user, where ',' and
+ * '=' are escaped (RFC 5801), then host, port and the bearer token. */
+static char *sasl_oauthbearer(ImapfsSession *s)
+{
+	g_autoptr(GString) user = g_string_new(NULL);
+
+	for (const char *p = s->cfg->user; *p; p++) {
+		if (*p == ',')
+			g_string_append(user, "=2C");
+		else if (*p == '=')
+			g_string_append(user, "=3D");
+		else
+			g_string_append_c(user, *p);
+	}
+	char *raw = g_strdup_printf(
+		"n,a=%s,\001host=%s\001port=%u\001auth=Bearer %s\001\001",
+		user->str, s->cfg->host, s->cfg->port, s->password);
+	return b64_and_wipe(raw, strlen(raw));
 }
 
 static gboolean send_secret_line(ImapfsSession *s, char *b64, GError **error)
@@ -720,42 +758,113 @@ static gboolean send_secret_line(ImapfsSession *s, char *b64, GError **error)
 	return ok;
 }
 
-static gboolean plain_continue(ImapfsSession *s, ImapfsResponse *resp,
-			       gpointer ctx, GError **error)
-{
-	gboolean *sent = ctx;
+/* A SASL exchange whose client part is one initial response. */
+typedef struct {
+	const char *mech;
+	char *initial; /* base64; wiped by auth_sasl() */
+	gboolean sent;
+	/* The answer to a challenge after the response, by which the OAuth
+	 * mechanisms hear the server's error and then get its NO: an empty
+	 * line (XOAUTH2), a single ^A (OAUTHBEARER). NULL: cancel with "*"
+	 * (PLAIN: a second challenge means it failed). */
+	const char *error_reply;
+	char *error_details; /* that challenge, decoded and made printable */
+} Sasl;
 
-	if (*sent) {
-		/* A second challenge means the mechanism failed; "*" cancels
-		 * it and the server then answers NO. */
-		return send_raw(s, "*\r\n", 3, error);
+/* The server's error challenge (JSON for the OAuth mechanisms) as text
+ * safe to print: untrusted bytes, so printable ASCII only, and short. */
+static char *printable_challenge(const char *text)
+{
+	gsize len = 0;
+	g_autofree guchar *raw = NULL;
+	GString *out = g_string_new(NULL);
+
+	if (strlen(text) <= 4096)
+		raw = g_base64_decode(text, &len);
+	for (gsize i = 0; i < len && out->len < 200; i++)
+		g_string_append_c(out, g_ascii_isprint(raw[i]) ? raw[i] : '?');
+	return g_string_free(out, FALSE);
+}
+
+static gboolean sasl_continue(ImapfsSession *s, ImapfsResponse *resp,
+			      gpointer ctx, GError **error)
+{
+	Sasl *sasl = ctx;
+
+	if (!sasl->sent) {
+		sasl->sent = TRUE;
+		return send_secret_line(s, sasl->initial, error);
 	}
-	*sent = TRUE;
-	char *b64 = sasl_plain(s);
-	gboolean ok = send_secret_line(s, b64, error);
-	OPENSSL_cleanse(b64, strlen(b64));
-	g_free(b64);
+	if (sasl->error_reply == NULL || sasl->error_details != NULL)
+		return send_raw(s, "*\r\n", 3, error);
+	sasl->error_details = printable_challenge(resp->text);
+	imapfs_trace(IMAPFS_TRACE_NET, "S: (%s challenge) %s", sasl->mech,
+		     sasl->error_details);
+	g_autofree char *line = g_strconcat(sasl->error_reply, "\r\n", NULL);
+	return send_raw(s, line, strlen(line), error);
+}
+
+/* AUTHENTICATE @sasl->mech, with the initial response on the command
+ * line when the server has SASL-IR (one round trip less). */
+static gboolean auth_sasl(ImapfsSession *s, Sasl *sasl, GError **error)
+{
+	Command cmd = {"AUTHENTICATE", NULL, sasl_continue, sasl};
+	g_autofree char *bare = g_strconcat("AUTHENTICATE ", sasl->mech, NULL);
+	gboolean ok;
+
+	if (imapfs_session_has(s, IMAPFS_CAP_SASL_IR)) {
+		char *line = g_strconcat(bare, " ", sasl->initial, NULL);
+		g_autofree char *shown = g_strconcat(bare, " <redacted>", NULL);
+
+		sasl->sent = TRUE;
+		ok = run(s, line, shown, &cmd, error);
+		OPENSSL_cleanse(line, strlen(line));
+		g_free(line);
+	} else {
+		ok = run(s, bare, NULL, &cmd, error);
+	}
+	OPENSSL_cleanse(sasl->initial, strlen(sasl->initial));
+	g_free(sasl->initial);
+	if (!ok && sasl->error_details && error && *error) {
+		char *msg =
+			g_strdup_printf("%s (the server said %s)",
+					(*error)->message, sasl->error_details);
+		g_free((*error)->message);
+		(*error)->message = msg;
+	}
+	g_free(sasl->error_details);
 	return ok;
 }
 
 static gboolean auth_plain(ImapfsSession *s, GError **error)
 {
-	gboolean sent = FALSE;
-	Command cmd = {"AUTHENTICATE", NULL, plain_continue, &sent};
+	Sasl sasl = {.mech = "PLAIN", .initial = sasl_plain(s)};
 
-	if (!imapfs_session_has(s, IMAPFS_CAP_SASL_IR))
-		return run(s, "AUTHENTICATE PLAIN", NULL, &cmd, error);
-	char *b64 = sasl_plain(s);
-	char *line = g_strconcat("AUTHENTICATE PLAIN ", b64, NULL);
-	gsize len = strlen(line);
-	sent = TRUE;
-	gboolean ok =
-		run(s, line, "AUTHENTICATE PLAIN <redacted>", &cmd, error);
-	OPENSSL_cleanse(b64, strlen(b64));
-	OPENSSL_cleanse(line, len);
-	g_free(b64);
-	g_free(line);
-	return ok;
+	return auth_sasl(s, &sasl, error);
+}
+
+/* With a token: what auth= forces, else OAUTHBEARER, the standard, when
+ * offered, else XOAUTH2. */
+static gboolean auth_oauth(ImapfsSession *s, GError **error)
+{
+	const char *mech = s->cfg->auth;
+
+	if (mech == NULL && imapfs_session_has(s, IMAPFS_CAP_AUTH_OAUTHBEARER))
+		mech = "OAUTHBEARER";
+	else if (mech == NULL && imapfs_session_has(s, IMAPFS_CAP_AUTH_XOAUTH2))
+		mech = "XOAUTH2";
+	if (mech == NULL) {
+		g_set_error(error, IMAPFS_ERROR, IMAPFS_ERROR_UNSUPPORTED,
+			    "\"%s\" offers neither AUTH=OAUTHBEARER nor "
+			    "AUTH=XOAUTH2: log in with a password instead",
+			    s->cfg->host);
+		return FALSE;
+	}
+	gboolean bearer = strcmp(mech, "OAUTHBEARER") == 0;
+	Sasl sasl = {.mech = mech,
+		     .initial = bearer ? sasl_oauthbearer(s) : sasl_xoauth2(s),
+		     .error_reply = bearer ? "AQ==" : ""};
+	return auth_sasl(s, &sasl, error);
 }
 
 static gboolean auth_login(ImapfsSession *s, GError **error)
@@ -817,6 +926,8 @@ static gboolean choose_and_login(ImapfsSession *s, GError **error)
 {
 	const char *forced = s->cfg->auth;
 
+	if (imapfs_config_uses_oauth(s->cfg))
+		return auth_oauth(s, error);
 	if (forced && g_ascii_strcasecmp(forced, "PLAIN") == 0)
 		return auth_plain(s, error);
 	/* auth=login names the SASL mechanism; a server without it still
@@ -825,10 +936,9 @@ static gboolean choose_and_login(ImapfsSession *s, GError **error)
 		return imapfs_session_has(s, IMAPFS_CAP_AUTH_LOGIN)
 			       ? auth_sasl_login(s, error)
 			       : auth_login(s, error);
-	if (forced) {
+	if (forced) { /* imapfs_config_finish() refuses the others */
 		g_set_error(error, IMAPFS_ERROR, IMAPFS_ERROR_UNSUPPORTED,
-			    "authentication mechanism \"%s\" is not supported "
-			    "yet",
+			    "authentication mechanism \"%s\" is not supported",
 			    forced);
 		return FALSE;
 	}
@@ -958,6 +1068,9 @@ void imapfs_session_free(ImapfsSession *s)
 	}
 	imapfs_stream_free(s->stream);
 	imapfs_parser_free(s->parser);
+	if (s->password)
+		OPENSSL_cleanse(s->password, strlen(s->password));
+	g_free(s->password);
 	g_free(s->rbuf);
 	g_free(s->selected);
 	g_free(s->bye_text);

@@ -78,10 +78,16 @@ ImapfsOptionResult imapfs_config_parse_option(ImapfsConfig *cfg,
 					      const char *option,
 					      GError **error);
 
-/* Checks the whole (a user name is required) and fills defaults that
+/* Checks the whole (a user name is required; auth= names a mechanism
+ * imapfs speaks, and OAuth ones come with oauth_token_command) and fills
+ * defaults that
  * depend on other fields: cache_dir =
  * $XDG_CACHE_HOME/imapfs/<user@host> (or ~/.cache/...). */
 gboolean imapfs_config_finish(ImapfsConfig *cfg, GError **error);
+
+/* TRUE when logins use an OAuth 2.0 token (XOAUTH2 or OAUTHBEARER):
+ * oauth_token_command is given, or auth= names one of them. */
+gboolean imapfs_config_uses_oauth(const ImapfsConfig *cfg);
 
 /* "user@host:port" for messages, caller frees. */
 char *imapfs_config_describe(const ImapfsConfig *cfg);

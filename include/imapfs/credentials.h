@@ -19,6 +19,15 @@ G_BEGIN_DECLS
  * too open, no terminal to prompt on). Only the first line is used. */
 char *imapfs_credentials_password(const ImapfsConfig *cfg, GError **error);
 
+/* The OAuth 2.0 access token: the first line oauth_token_command prints,
+ * run anew on each call (tokens expire; the command refreshes them). NULL
+ * with IMAPFS_ERROR_CONFIG and a reason, as for the password. */
+char *imapfs_credentials_token(const ImapfsConfig *cfg, GError **error);
+
+/* The secret a login needs: the token when the configuration uses OAuth
+ * (imapfs_config_uses_oauth()), else the password. */
+char *imapfs_credentials_secret(const ImapfsConfig *cfg, GError **error);
+
 /* Wipes and frees a secret; NULL is fine. */
 void imapfs_secret_free(char *secret);
 

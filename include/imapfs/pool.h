@@ -29,7 +29,9 @@ typedef struct ImapfsPool ImapfsPool;
 typedef gboolean (*ImapfsPoolFunc)(ImapfsSession *session, gpointer data,
 				   GError **error);
 
-/* Takes ownership of @tls and @password. Opens nothing yet. */
+/* Takes ownership of @tls and @password (the OAuth access token when
+ * imapfs_config_uses_oauth(): a login refused with it runs
+ * oauth_token_command for a new one, once). Opens nothing yet. */
 ImapfsPool *imapfs_pool_new(const ImapfsConfig *cfg, ImapfsTlsContext *tls,
 			    char *password);
 

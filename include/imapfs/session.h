@@ -62,6 +62,8 @@ typedef enum {
 	IMAPFS_CAP_UNSELECT = 1 << 20,
 	IMAPFS_CAP_OBJECTID = 1 << 21,
 	IMAPFS_CAP_LIST_STATUS = 1 << 22,
+	IMAPFS_CAP_AUTH_XOAUTH2 = 1 << 23,
+	IMAPFS_CAP_AUTH_OAUTHBEARER = 1 << 24,
 } ImapfsCapability;
 
 /* What STATUS says of a mailbox (RFC 3501 6.3.10). */
@@ -117,8 +119,11 @@ typedef struct {
 } ImapfsNewUid;
 
 /*
- * Prepares a session; nothing is sent yet. @cfg, @tls and @password are
- * borrowed and must outlive the session (the pool owns them).
+ * Prepares a session; nothing is sent yet. @cfg and @tls are borrowed and
+ * must outlive the session (the pool owns them). @password (the OAuth
+ * access token when imapfs_config_uses_oauth()) is copied, and the copy
+ * wiped on free, so that the pool may replace an expired token while
+ * other sessions log in.
  */
 ImapfsSession *imapfs_session_new(const ImapfsConfig *cfg,
 				  ImapfsTlsContext *tls, const char *password);
@@ -130,7 +135,8 @@ void imapfs_session_free(ImapfsSession *session);
  * Connects, reads the greeting, negotiates TLS (implicit or STARTTLS; no
  * credential is sent over plain text unless cfg->allow_plaintext), learns
  * the capabilities, logs in (AUTHENTICATE PLAIN, with SASL-IR when offered,
- * else LOGIN) and ENABLEs UTF8=ACCEPT when offered. Errors: CONNECT,
+ * else LOGIN; with a token OAUTHBEARER, else XOAUTH2, or what auth=
+ * forces) and ENABLEs UTF8=ACCEPT and CONDSTORE when offered. Errors: CONNECT,
  * RESOLVE, TIMEOUT, TLS, CERTIFICATE, PLAINTEXT, AUTH, BYE, PROTOCOL.
  */
 gboolean imapfs_session_open(ImapfsSession *session, GError **error);

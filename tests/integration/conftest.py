@@ -80,32 +80,22 @@ def corpus(server):
     return server.corpus
 
 
-def _fresh(ca, **kw):
-    d = F.Dovecot(ca, **kw)
-    try:
-        d.start()
-        d.corpus = F.Corpus(bulk=0, big=False).load(d)
-        yield d
-    finally:
-        d.stop()
-
-
 @pytest.fixture
 def fresh_server(ca):
     """A small private server for tests that inspect its log."""
-    yield from _fresh(ca)
+    yield from F.fresh_dovecot(ca)
 
 
 @pytest.fixture
 def trash_server(ca):
     """A small private server with a \\Trash special-use mailbox."""
-    yield from _fresh(ca, trash=True)
+    yield from F.fresh_dovecot(ca, trash=True)
 
 
 @pytest.fixture
 def plain_server(ca):
     """`ssl = no`: plain imap only, STARTTLS is not offered."""
-    yield from _fresh(ca, tls=False)
+    yield from F.fresh_dovecot(ca, tls=False)
 
 
 @pytest.fixture(scope='session')

@@ -332,6 +332,14 @@ def test_version_names_the_libraries(tmp_path, imapfs_bin):
     assert not F.sanitizer_reports(r.stdout + r.stderr)
 
 
+def test_man_pages_document_every_option():
+    with open(os.path.join(SOURCE, 'man', 'imapfs.1')) as f:
+        man = f.read()
+    missing = [n for n in option_names()
+               if not re.search(r'\\-o %s\b' % n, man)]
+    assert not missing
+
+
 def test_missing_mountpoint(tmp_path, server):
     mp = tmp_path / 'does-not-exist'
     r = F.run_imapfs(['-f', '-o', 'cafile=' + server.cafile, server.url(),

@@ -458,6 +458,55 @@ static void test_finish_no_url(void)
 	g_assert_error(error, IMAPFS_ERROR, IMAPFS_ERROR_CONFIG);
 }
 
+/* Finishing imaps://alice@h with @options (comma separated) fails
+ * with a message holding @want; @want NULL: it succeeds. */
+static void assert_finish(const char *options, const char *want)
+{
+	g_autoptr(ImapfsConfig) cfg = config_for("imaps://alice@h");
+	g_auto(GStrv) opts = g_strsplit(options, ",", -1);
+	g_autoptr(GError) error = NULL;
+
+	for (guint i = 0; opts[i]; i++)
+		assert_option(cfg, opts[i], IMAPFS_OPTION_OURS);
+	g_test_message("%s", options);
+	if (want == NULL) {
+		g_assert_true(imapfs_config_finish(cfg, &error));
+		g_assert_no_error(error);
+		return;
+	}
+	g_assert_false(imapfs_config_finish(cfg, &error));
+	g_assert_error(error, IMAPFS_ERROR, IMAPFS_ERROR_CONFIG);
+	g_assert_nonnull(strstr(error->message, want));
+}
+
+static void test_finish_auth(void)
+{
+	assert_finish("auth=plain", NULL);
+	assert_finish("auth=login,password_command=x", NULL);
+	assert_finish("oauth_token_command=x", NULL);
+	assert_finish("oauth_token_command=x,auth=xoauth2", NULL);
+	assert_finish("oauth_token_command=x,auth=OAuthBearer", NULL);
+	assert_finish("auth=cram-md5", "\"CRAM-MD5\" is not supported");
+	assert_finish("auth=xoauth2", "needs -o oauth_token_command");
+	assert_finish("auth=oauthbearer,password_command=x",
+		      "needs -o oauth_token_command");
+	assert_finish("oauth_token_command=x,auth=plain", "not auth=PLAIN");
+	assert_finish("oauth_token_command=x,password_file=/f", "not both");
+}
+
+static void test_uses_oauth(void)
+{
+	g_autoptr(ImapfsConfig) cfg = config_for("imaps://alice@h");
+
+	g_assert_false(imapfs_config_uses_oauth(cfg));
+	assert_option(cfg, "auth=xoauth2", IMAPFS_OPTION_OURS);
+	g_assert_true(imapfs_config_uses_oauth(cfg));
+	assert_option(cfg, "auth=plain", IMAPFS_OPTION_OURS);
+	g_assert_false(imapfs_config_uses_oauth(cfg));
+	assert_option(cfg, "oauth_token_command=x", IMAPFS_OPTION_OURS);
+	g_assert_true(imapfs_config_uses_oauth(cfg));
+}
+
 static char *finished_cache_dir(const char *url)
 {
 	g_autoptr(ImapfsConfig) cfg = config_for(url);
@@ -576,6 +625,38 @@ static void test_password_command_fails(void)
 	assert_no_password("password_command=head -c 20000 /dev/zero | "
 			   "tr '\\0' a",
 			   "longer than", "aaaa");
+}
+
+static void test_token_command(void)
+{
+	g_autoptr(ImapfsConfig) cfg = config_for("imaps://alice@h");
+	g_autoptr(GError) error = NULL;
+	char *token;
+
+	/* A real token is a long line; the secret source is the command
+	 * whatever the password options say. */
+	assert_option(cfg,
+		      "oauth_token_command=printf 'ya29.%02000d\\nrest\\n' 7",
+		      IMAPFS_OPTION_OURS);
+	g_setenv("IMAPFS_PASSWORD", "from-env", TRUE);
+	token = imapfs_credentials_secret(cfg, &error);
+	g_unsetenv("IMAPFS_PASSWORD");
+	g_assert_no_error(error);
+	g_assert_cmpuint(strlen(token), ==, 2005);
+	g_assert_true(g_str_has_prefix(token, "ya29.0000"));
+	g_assert_true(g_str_has_suffix(token, "07"));
+	imapfs_secret_free(token);
+	assert_option(cfg, "oauth_token_command=echo tok$((1+1)); exit 2",
+		      IMAPFS_OPTION_OURS);
+	g_assert_null(imapfs_credentials_token(cfg, &error));
+	g_assert_error(error, IMAPFS_ERROR, IMAPFS_ERROR_CONFIG);
+	g_assert_cmpstr(error->message, ==,
+			"oauth_token_command exited with status 2: "
+			"\"echo tok$((1+1)); exit 2\"");
+	g_clear_error(&error);
+	assert_option(cfg, "oauth_token_command=true", IMAPFS_OPTION_OURS);
+	g_assert_null(imapfs_credentials_token(cfg, &error));
+	g_assert_nonnull(strstr(error->message, "printed no token"));
 }
 
 typedef struct {
@@ -705,7 +786,10 @@ int main(int argc, char **argv)
 	g_test_add_func("/config/finish/cache-dir", test_finish_cache_dir);
 	g_test_add_func("/config/finish/keeps-cache-dir",
 			test_finish_keeps_cache_dir);
+	g_test_add_func("/config/finish/auth", test_finish_auth);
+	g_test_add_func("/config/uses-oauth", test_uses_oauth);
 	g_test_add_func("/config/describe", test_describe);
+	g_test_add_func("/credentials/token-command", test_token_command);
 	g_test_add_func("/credentials/command", test_password_command);
 	g_test_add_func("/credentials/command-fails",
 			test_password_command_fails);
