@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: GPL-2.0-or-later
-# Installs what building and testing imapfs needs (Debian/Ubuntu). Does
-# nothing, and needs no network, when everything is already installed.
+# Installs what building and testing imapfs needs (Debian/Ubuntu), or
+# only the packages named as arguments. Does nothing, and needs no
+# network, when everything is already installed.
 set -euo pipefail
 
 PKGS=(meson ninja-build pkg-config gcc libfuse3-dev fuse3 libglib2.0-dev
       libssl-dev libxxhash-dev libgmime-3.0-dev dovecot-imapd python3-pytest openssl attr rsync clang
-      libclang-rt-14-dev clang-format systemd mandoc)
+      libclang-rt-14-dev clang-format systemd mandoc dpkg-dev debhelper)
+(($# > 0)) && PKGS=("$@")
 
 missing=()
 for p in "${PKGS[@]}"; do

@@ -94,7 +94,7 @@ def test_unit_files_verify(tmp_path, imapfs_bin, unit):
     assert 'Type=notify' in text or 'Type=imapfs' in text
     name = unit.replace('@.', '@test.')
     (tmp_path / name).write_text(
-        text.replace('/usr/bin/imapfs', os.path.abspath(imapfs_bin)))
+        text.replace('@bindir@/imapfs', os.path.abspath(imapfs_bin)))
     runtime = tmp_path / 'runtime'
     runtime.mkdir(mode=0o700)
     cmd = ['systemd-analyze', 'verify', '--man=no', str(tmp_path / name)]
