@@ -8,8 +8,9 @@
  *   directory  ino = slot << 40              (the mount root is 1)
  *   message    ino = slot << 40 | uid << 8 | 1
  * so the same message keeps its number for the life of the mount, and a
- * number never names two different messages. The low byte is left for the
- * part files of later versions.
+ * number never names two different messages. The low byte tells the kind:
+ * message, file being written, part file or N.parts/ directory (see
+ * tree-private.h).
  *
  * Mailbox listings come from one UID FETCH 1:* per mailbox, or from the
  * disk cache of an earlier mount, and are then kept up to date by
