@@ -261,6 +261,13 @@ def commands(trace):
     return re.findall(r'C: A\d+ (\S+)', trace)
 
 
+def settled(sent):
+    """Whether the last two polls came after every other command."""
+    quiet = ('LIST', 'UNSELECT', 'IDLE')
+    others = [i for i, c in enumerate(sent) if c not in quiet]
+    return sent[(others[-1] + 1) if others else 0:].count('LIST') >= 2
+
+
 def test_unchanged_account_costs_constant_commands(mount, live_server,
                                                   other, request):
     small = unique(request) + 'S'
@@ -270,7 +277,9 @@ def test_unchanged_account_costs_constant_commands(mount, live_server,
     m = mount_live(mount, live_server, poll=1, debug=True)
     for box in (small, large):
         assert len(names(os.path.join(m.mountpoint, box))) > 0
-    time.sleep(2.5)         # idlers settled, a poll or two done
+    # The first listings and refreshes done: two polls in a row sent
+    # nothing else (a loaded machine may need more than a few seconds).
+    assert F.wait_for(lambda: settled(commands(m.stderr())), 30)
     start = len(commands(m.stderr()))
     time.sleep(4.5)         # four polls or so
     during = commands(m.stderr())[start:]
