@@ -8,6 +8,8 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -34,16 +36,40 @@ typedef enum {
 	READ_OK,
 	READ_ERROR,    /* errno is set */
 	READ_TOO_LONG, /* no line end within SECRET_MAX bytes */
+	READ_TIMEOUT,  /* nothing more came before the deadline */
 } ReadResult;
+
+/* Waits until @fd has data or EOF, up to the monotonic @deadline (0: no
+ * limit). FALSE when the deadline passed. */
+static gboolean wait_readable(int fd, gint64 deadline)
+{
+	struct pollfd pfd = {.fd = fd, .events = POLLIN};
+
+	while (deadline) {
+		gint64 left = deadline - g_get_monotonic_time();
+
+		if (left <= 0)
+			return FALSE;
+		int n = poll(&pfd, 1, (int)MIN(left / 1000 + 1, G_MAXINT));
+		if (n > 0)
+			return TRUE;
+		if (n < 0 && errno != EINTR)
+			return TRUE; /* read() will say what is wrong */
+	}
+	return TRUE;
+}
 
 /* Reads until the first '\n' or EOF; *len is the line without "\n"/"\r\n".
  * @buf holds SECRET_MAX bytes and may hold more than the line. */
-static ReadResult read_first_line(int fd, char *buf, gsize *len)
+static ReadResult read_first_line(int fd, char *buf, gsize *len,
+				  gint64 deadline)
 {
 	gsize have = 0;
 	char *nl = NULL;
 
 	while (!nl && have < SECRET_MAX) {
+		if (!wait_readable(fd, deadline))
+			return READ_TIMEOUT;
 		ssize_t n = read(fd, buf + have, SECRET_MAX - have);
 
 		if (n < 0 && errno == EINTR)
@@ -65,13 +91,13 @@ static ReadResult read_first_line(int fd, char *buf, gsize *len)
 
 /* Reads the first line of @fd into a new secret; NULL when reading failed
  * (*result says why, *err holds errno) or the line is empty. */
-static char *read_secret(int fd, ReadResult *result, int *err)
+static char *read_secret(int fd, ReadResult *result, int *err, gint64 deadline)
 {
 	char *buf = g_malloc(SECRET_MAX);
 	char *secret = NULL;
 	gsize len = 0;
 
-	*result = read_first_line(fd, buf, &len);
+	*result = read_first_line(fd, buf, &len, deadline);
 	*err = errno;
 	if (*result == READ_OK && len > 0)
 		secret = g_strndup(buf, len);
@@ -99,16 +125,20 @@ static void set_read_error(GError **error, ReadResult result, int err,
 }
 
 /* The rest of the command's output, read so that it does not die of
- * SIGPIPE and look like a failure. It may hold secrets too. */
-static void drain(int fd)
+ * SIGPIPE and look like a failure. It may hold secrets too. FALSE when
+ * the output did not end before @deadline. */
+static gboolean drain(int fd, gint64 deadline)
 {
 	char scratch[4096];
 	ssize_t n;
 
 	do {
+		if (!wait_readable(fd, deadline))
+			return FALSE;
 		n = read(fd, scratch, sizeof(scratch));
 	} while (n > 0 || (n < 0 && errno == EINTR));
 	OPENSSL_cleanse(scratch, sizeof(scratch));
+	return TRUE;
 }
 
 static int wait_child(GPid pid)
@@ -159,10 +189,15 @@ static gboolean spawn_command(const char *option, const char *cmd, GPid *pid,
 }
 
 /* The first line @cmd prints; @option and @what ("password", "token")
- * name it in messages. */
+ * name it in messages. With a @timeout_s, a command still running then
+ * is killed and the call fails. */
 static char *secret_from_command(const char *option, const char *what,
-				 const char *cmd, GError **error)
+				 const char *cmd, guint timeout_s,
+				 GError **error)
 {
+	gint64 deadline = timeout_s ? g_get_monotonic_time() +
+					      timeout_s * G_TIME_SPAN_SECOND
+				    : 0;
 	ReadResult result;
 	char *secret;
 	GPid pid;
@@ -170,10 +205,19 @@ static char *secret_from_command(const char *option, const char *what,
 
 	if (!spawn_command(option, cmd, &pid, &out, error))
 		return NULL;
-	secret = read_secret(out, &result, &err);
-	drain(out);
+	secret = read_secret(out, &result, &err, deadline);
+	gboolean ended = result != READ_TIMEOUT && drain(out, deadline);
 	close(out);
+	if (!ended)
+		kill(pid, SIGKILL);
 	status = wait_child(pid);
+	if (!ended) {
+		g_set_error(error, IMAPFS_ERROR, IMAPFS_ERROR_TIMEOUT,
+			    "%s did not finish within %u s: \"%s\"", option,
+			    timeout_s, cmd);
+		imapfs_secret_free(secret);
+		return NULL;
+	}
 	if (!command_status_ok(option, cmd, status, error)) {
 		imapfs_secret_free(secret);
 		return NULL;
@@ -229,7 +273,7 @@ static char *password_from_file(const char *path, GError **error)
 		return NULL;
 	}
 	if (check_password_file(path, fd, error)) {
-		secret = read_secret(fd, &result, &err);
+		secret = read_secret(fd, &result, &err, 0);
 		if (!secret)
 			set_read_error(error, result, err, "password_file",
 				       path);
@@ -275,7 +319,7 @@ static char *prompt_on_tty(int tty, const ImapfsConfig *cfg)
 	quiet.c_lflag &= ~(tcflag_t)ECHO;
 	if (restore)
 		tcsetattr(tty, TCSAFLUSH, &quiet);
-	secret = read_secret(tty, &result, &err);
+	secret = read_secret(tty, &result, &err, 0);
 	if (restore)
 		tcsetattr(tty, TCSAFLUSH, &saved);
 	/* Best effort: the password was read, the newline is cosmetic. */
@@ -310,7 +354,7 @@ char *imapfs_credentials_password(const ImapfsConfig *cfg, GError **error)
 
 	if (cfg->password_command)
 		return secret_from_command("password_command", "password",
-					   cfg->password_command, error);
+					   cfg->password_command, 0, error);
 	if (cfg->password_file)
 		return password_from_file(cfg->password_file, error);
 	secret = password_from_env();
@@ -325,16 +369,19 @@ char *imapfs_credentials_password(const ImapfsConfig *cfg, GError **error)
 	return NULL;
 }
 
-char *imapfs_credentials_token(const ImapfsConfig *cfg, GError **error)
+char *imapfs_credentials_token(const ImapfsConfig *cfg, guint timeout_s,
+			       GError **error)
 {
 	g_return_val_if_fail(cfg->oauth_token_command != NULL, NULL);
 	return secret_from_command("oauth_token_command", "token",
-				   cfg->oauth_token_command, error);
+				   cfg->oauth_token_command, timeout_s, error);
 }
 
 char *imapfs_credentials_secret(const ImapfsConfig *cfg, GError **error)
 {
-	return imapfs_config_uses_oauth(cfg)
-		       ? imapfs_credentials_token(cfg, error)
-		       : imapfs_credentials_password(cfg, error);
+	if (!imapfs_config_uses_oauth(cfg))
+		return imapfs_credentials_password(cfg, error);
+	/* Unused, but it must not stay in the environment either. */
+	imapfs_secret_free(password_from_env());
+	return imapfs_credentials_token(cfg, 0, error);
 }

@@ -414,8 +414,6 @@ static int run(struct fuse_args *fargs, Args *a)
 	int ret;
 
 	fuse_opt_add_arg(fargs, fsname);
-	if (!fuse_options_valid(fargs))
-		return fail("invalid options (see --help)", NULL);
 	/* Before logging in: a second mount on one cache fails at once. */
 	if (!open_disk_cache(a->cfg, &disk, &error))
 		return fail(NULL, error);
@@ -508,6 +506,10 @@ static int mount_main(int argc, char **argv, const ImapfsMountArgs *helper)
 		ret = fail(NULL, error);
 		goto out;
 	}
+	if (!fuse_options_valid(&fargs)) {
+		ret = fail("invalid options (see --help)", NULL);
+		goto out;
+	}
 	if (helper && helper->verbose)
 		fprintf(stderr, "%s: mounting %s on %s%s\n", g_get_prgname(),
 			a.url, a.mountpoint, helper->fake ? " (fake)" : "");
@@ -544,7 +546,8 @@ int main(int argc, char **argv)
 	imapfs_log_init(0);
 	/* mount.imapfs --help is the same help. */
 	if (!imapfs_mount_helper_is_helper(argv[0]) ||
-	    (argc == 2 && argv[1][0] == '-' && strchr("-hV", argv[1][1])))
+	    (argc == 2 && argv[1][0] == '-' && argv[1][1] != '\0' &&
+	     strchr("-hV", argv[1][1])))
 		return mount_main(argc, argv, NULL);
 	if (!imapfs_mount_helper_translate(argc, argv, &helper, &error))
 		return fail(NULL, error);

@@ -11,14 +11,40 @@
  * refuse them. "user" alone lets users mount an fstab line; "user=NAME"
  * is our login name and is kept. */
 static const char *const dropped[] = {
-	"user",	  "users",   "nouser", "owner",	   "group", "auto",
-	"noauto", "_netdev", "nofail", "defaults", "rw",    NULL,
+	"user",
+	"users",
+	"nouser",
+	"nousers",
+	"owner",
+	"noowner",
+	"group",
+	"nogroup",
+	"auto",
+	"noauto",
+	"_netdev",
+	"nofail",
+	"defaults",
+	"rw",
+	/* Access time policies, which libfuse refuses: FUSE file systems
+	 * keep their own times. */
+	"relatime",
+	"norelatime",
+	"strictatime",
+	"nostrictatime",
+	"diratime",
+	"nodiratime",
+	"lazytime",
+	"nolazytime",
+	NULL,
 };
 
 static gboolean is_dropped(const char *opt)
 {
-	/* x-systemd.automount, x-gvfs-show, ...: for other programs. */
-	if (g_str_has_prefix(opt, "x-") || g_str_has_prefix(opt, "comment="))
+	/* x-systemd.automount, x-gvfs-show, ...: for other programs;
+	 * helper= and uhelper= name mount(8)'s helpers. */
+	if (g_str_has_prefix(opt, "x-") || g_str_has_prefix(opt, "comment=") ||
+	    g_str_has_prefix(opt, "helper=") ||
+	    g_str_has_prefix(opt, "uhelper="))
 		return TRUE;
 	return g_strv_contains(dropped, opt);
 }
@@ -72,11 +98,12 @@ static char *escape_for_fuse(const char *opt)
 	return g_string_free(out, FALSE);
 }
 
-static void keep_option(GPtrArray *argv, const char *raw)
+static void keep_option(GPtrArray *argv, char *raw)
 {
+	/* Quotes first: a decoded \042 is a character, not a quote. */
+	strip_quotes(raw);
 	g_autofree char *opt = decode_octal(raw);
 
-	strip_quotes(opt);
 	if (*opt == '\0' || is_dropped(opt))
 		return;
 	g_ptr_array_add(argv, g_strdup("-o"));

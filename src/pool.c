@@ -10,7 +10,9 @@
 struct ImapfsPool {
 	const ImapfsConfig *cfg;
 	ImapfsTlsContext *tls;
-	char *password; /* or the OAuth token; protected by lock */
+	char *password;	   /* or the OAuth token; protected by lock */
+	guint token_gen;   /* bumped by each renewal; protected by lock */
+	GMutex renew_lock; /* one token renewal at a time; before lock */
 	GMutex lock;
 	GCond available;
 	GQueue idle;	 /* ImapfsSession *; protected by lock */
@@ -39,6 +41,7 @@ ImapfsPool *imapfs_pool_new(const ImapfsConfig *cfg, ImapfsTlsContext *tls,
 	pool->tls = tls;
 	pool->password = password;
 	g_mutex_init(&pool->lock);
+	g_mutex_init(&pool->renew_lock);
 	g_cond_init(&pool->available);
 	g_queue_init(&pool->idle);
 	pool->busy = g_ptr_array_new();
@@ -61,6 +64,7 @@ void imapfs_pool_free(ImapfsPool *pool)
 		imapfs_session_free(s);
 	g_ptr_array_unref(pool->busy);
 	g_mutex_clear(&pool->lock);
+	g_mutex_clear(&pool->renew_lock);
 	g_cond_clear(&pool->available);
 	imapfs_tls_context_free(pool->tls);
 	if (pool->password)
@@ -132,23 +136,38 @@ static gboolean login_tracked(ImapfsPool *pool, ImapfsSession *s,
 }
 
 /* Runs oauth_token_command again, for a token the server refused: it
- * may have expired since the last run. */
-static gboolean renew_token(ImapfsPool *pool)
+ * may have expired since the last run. @seen is the token_gen the
+ * refused login used: when several logins fail at once, one runs the
+ * command (a command that rotates refresh tokens must not race itself)
+ * and the others take its token. Bounded by the timeout, and never
+ * while unmounting. TRUE when there is a newer token to try. */
+static gboolean renew_token(ImapfsPool *pool, guint seen)
 {
 	g_autoptr(GError) error = NULL;
-	char *token = imapfs_credentials_token(pool->cfg, &error);
+	gboolean renewed = FALSE;
 
-	if (token == NULL) {
-		g_warning("cannot renew the OAuth token: %s", error->message);
-		return FALSE;
-	}
+	g_mutex_lock(&pool->renew_lock);
 	g_mutex_lock(&pool->lock);
-	char *old = pool->password;
-	pool->password = token;
+	gboolean newer = pool->token_gen != seen, stop = pool->shut_down;
 	g_mutex_unlock(&pool->lock);
-	OPENSSL_cleanse(old, strlen(old));
-	g_free(old);
-	return TRUE;
+	char *token = newer || stop
+			      ? NULL
+			      : imapfs_credentials_token(
+					pool->cfg, pool->cfg->timeout, &error);
+	if (token) {
+		g_mutex_lock(&pool->lock);
+		char *old = pool->password;
+		pool->password = token;
+		pool->token_gen++;
+		g_mutex_unlock(&pool->lock);
+		OPENSSL_cleanse(old, strlen(old));
+		g_free(old);
+		renewed = TRUE;
+	} else if (error) {
+		g_warning("cannot renew the OAuth token: %s", error->message);
+	}
+	g_mutex_unlock(&pool->renew_lock);
+	return newer || renewed;
 }
 
 /* A new session, logged in. A refused OAuth token is renewed and the
@@ -161,13 +180,14 @@ static ImapfsSession *login_new(ImapfsPool *pool, GError **error)
 		g_mutex_lock(&pool->lock);
 		ImapfsSession *s = imapfs_session_new(pool->cfg, pool->tls,
 						      pool->password);
+		guint gen = pool->token_gen;
 		g_mutex_unlock(&pool->lock);
 		if (login_tracked(pool, s, &local))
 			return s;
 		imapfs_session_free(s);
 		if (attempt > 0 || !imapfs_config_uses_oauth(pool->cfg) ||
 		    !g_error_matches(local, IMAPFS_ERROR, IMAPFS_ERROR_AUTH) ||
-		    !renew_token(pool)) {
+		    !renew_token(pool, gen)) {
 			g_propagate_error(error, local);
 			return NULL;
 		}

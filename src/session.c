@@ -585,7 +585,9 @@ static gboolean run(ImapfsSession *s, const char *line, const char *trace_line,
 	g_snprintf(tag.s, sizeof(tag.s), "A%u", ++s->tag_counter);
 	imapfs_trace(IMAPFS_TRACE_NET, "C: %s %s", tag.s,
 		     trace_line ? trace_line : line);
-	g_autofree char *full = g_strdup_printf("%s %s\r\n", tag.s, line);
+	/* g_strconcat measures, then allocates once: printf-style building
+	 * would leave unwiped partial copies of a secret line behind. */
+	g_autofree char *full = g_strconcat(tag.s, " ", line, "\r\n", NULL);
 	gsize full_len = strlen(full);
 	gboolean sent = send_raw(s, full, full_len, error);
 	if (trace_line)
@@ -721,8 +723,8 @@ static char *sasl_plain(ImapfsSession *s)
 /* XOAUTH2 (Google's and Microsoft's): "user=U^Aauth=Bearer T^A^A". */
 static char *sasl_xoauth2(ImapfsSession *s)
 {
-	char *raw = g_strdup_printf("user=%s\001auth=Bearer %s\001\001",
-				    s->cfg->user, s->password);
+	char *raw = g_strconcat("user=", s->cfg->user, "\001auth=Bearer ",
+				s->password, "\001\001", NULL);
 
 	return b64_and_wipe(raw, strlen(raw));
 }
@@ -741,9 +743,12 @@ static char *sasl_oauthbearer(ImapfsSession *s)
 		else
 			g_string_append_c(user, *p);
 	}
-	char *raw = g_strdup_printf(
-		"n,a=%s,\001host=%s\001port=%u\001auth=Bearer %s\001\001",
-		user->str, s->cfg->host, s->cfg->port, s->password);
+	char port[8];
+
+	g_snprintf(port, sizeof(port), "%u", s->cfg->port);
+	char *raw = g_strconcat("n,a=", user->str, ",\001host=", s->cfg->host,
+				"\001port=", port, "\001auth=Bearer ",
+				s->password, "\001\001", NULL);
 	return b64_and_wipe(raw, strlen(raw));
 }
 
@@ -849,10 +854,15 @@ static gboolean auth_oauth(ImapfsSession *s, GError **error)
 {
 	const char *mech = s->cfg->auth;
 
-	if (mech == NULL && imapfs_session_has(s, IMAPFS_CAP_AUTH_OAUTHBEARER))
-		mech = "OAUTHBEARER";
-	else if (mech == NULL && imapfs_session_has(s, IMAPFS_CAP_AUTH_XOAUTH2))
-		mech = "XOAUTH2";
+	gboolean bearer_offered =
+		imapfs_session_has(s, IMAPFS_CAP_AUTH_OAUTHBEARER);
+	gboolean xoauth2_offered =
+		imapfs_session_has(s, IMAPFS_CAP_AUTH_XOAUTH2);
+
+	if (mech == NULL)
+		mech = bearer_offered	 ? "OAUTHBEARER"
+		       : xoauth2_offered ? "XOAUTH2"
+					 : NULL;
 	if (mech == NULL) {
 		g_set_error(error, IMAPFS_ERROR, IMAPFS_ERROR_UNSUPPORTED,
 			    "\"%s\" offers neither AUTH=OAUTHBEARER nor "
@@ -861,6 +871,14 @@ static gboolean auth_oauth(ImapfsSession *s, GError **error)
 		return FALSE;
 	}
 	gboolean bearer = strcmp(mech, "OAUTHBEARER") == 0;
+	/* Refused before sending: a NO would count as a bad token and
+	 * have the token command run again for nothing. */
+	if (!(bearer ? bearer_offered : xoauth2_offered)) {
+		g_set_error(error, IMAPFS_ERROR, IMAPFS_ERROR_UNSUPPORTED,
+			    "\"%s\" does not offer AUTH=%s", s->cfg->host,
+			    mech);
+		return FALSE;
+	}
 	Sasl sasl = {.mech = mech,
 		     .initial = bearer ? sasl_oauthbearer(s) : sasl_xoauth2(s),
 		     .error_reply = bearer ? "AQ==" : ""};

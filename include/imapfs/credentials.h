@@ -21,8 +21,11 @@ char *imapfs_credentials_password(const ImapfsConfig *cfg, GError **error);
 
 /* The OAuth 2.0 access token: the first line oauth_token_command prints,
  * run anew on each call (tokens expire; the command refreshes them). NULL
- * with IMAPFS_ERROR_CONFIG and a reason, as for the password. */
-char *imapfs_credentials_token(const ImapfsConfig *cfg, GError **error);
+ * with IMAPFS_ERROR_CONFIG and a reason, as for the password. A command
+ * still running after @timeout_s seconds (0: no limit, for the first run,
+ * which may wait for the user) is killed: IMAPFS_ERROR_TIMEOUT. */
+char *imapfs_credentials_token(const ImapfsConfig *cfg, guint timeout_s,
+			       GError **error);
 
 /* The secret a login needs: the token when the configuration uses OAuth
  * (imapfs_config_uses_oauth()), else the password. */

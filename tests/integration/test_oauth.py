@@ -65,10 +65,12 @@ def logins(server):
                       r'method=([\w-]+)', server.log_text())
 
 
-def sasl_messages(token):
+def sasl_messages(token, port):
     """The forms a token could leak in: itself, and inside the base64 of
     either SASL message."""
-    raw = ['user=alice\x01auth=Bearer %s\x01\x01' % token]
+    raw = ['user=alice\x01auth=Bearer %s\x01\x01' % token,
+           'n,a=alice,\x01host=127.0.0.1\x01port=%d\x01auth=Bearer %s'
+           '\x01\x01' % (port, token)]
     return [token] + [base64.b64encode(r.encode()).decode() for r in raw]
 
 
@@ -96,7 +98,7 @@ def test_token_login(mount, oauth_server, oauth_server_no_sasl_ir, tokens,
     shown = ('AUTHENTICATE %s <redacted>' if sasl_ir else
              r'AUTHENTICATE %s\n.*S: \+ ?\n.*C: <credentials redacted>')
     assert re.search(shown % want, err), err[-3000:]
-    for secret in sasl_messages(GOOD):
+    for secret in sasl_messages(GOOD, server.imaps_port):
         assert secret not in err, 'the token leaked in the -d trace'
 
 

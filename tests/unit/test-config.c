@@ -648,15 +648,31 @@ static void test_token_command(void)
 	imapfs_secret_free(token);
 	assert_option(cfg, "oauth_token_command=echo tok$((1+1)); exit 2",
 		      IMAPFS_OPTION_OURS);
-	g_assert_null(imapfs_credentials_token(cfg, &error));
+	g_assert_null(imapfs_credentials_token(cfg, 0, &error));
 	g_assert_error(error, IMAPFS_ERROR, IMAPFS_ERROR_CONFIG);
 	g_assert_cmpstr(error->message, ==,
 			"oauth_token_command exited with status 2: "
 			"\"echo tok$((1+1)); exit 2\"");
 	g_clear_error(&error);
 	assert_option(cfg, "oauth_token_command=true", IMAPFS_OPTION_OURS);
-	g_assert_null(imapfs_credentials_token(cfg, &error));
+	g_assert_null(imapfs_credentials_token(cfg, 0, &error));
 	g_assert_nonnull(strstr(error->message, "printed no token"));
+	g_clear_error(&error);
+	/* A renewal is bounded: silent, or printing and never ending. */
+	for (guint i = 0; i < 2; i++) {
+		gint64 start = g_get_monotonic_time();
+
+		assert_option(cfg,
+			      i ? "oauth_token_command=echo t; exec sleep 60"
+				: "oauth_token_command=exec sleep 60",
+			      IMAPFS_OPTION_OURS);
+		g_assert_null(imapfs_credentials_token(cfg, 1, &error));
+		g_assert_error(error, IMAPFS_ERROR, IMAPFS_ERROR_TIMEOUT);
+		g_assert_nonnull(strstr(error->message, "within 1 s"));
+		g_assert_cmpint(g_get_monotonic_time() - start, <,
+				5 * G_TIME_SPAN_SECOND);
+		g_clear_error(&error);
+	}
 }
 
 typedef struct {

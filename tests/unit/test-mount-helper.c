@@ -38,7 +38,8 @@ static void test_fstab_options_dropped(void)
 			      "rw,noexec,nosuid,nodev,user,noauto,auto,"
 			      "users,nouser,owner,group,_netdev,nofail,"
 			      "defaults,x-systemd.automount,"
-			      "x-systemd.idle-timeout=60,comment=x,ro",
+			      "x-systemd.idle-timeout=60,comment=x,relatime,"
+			      "nodiratime,lazytime,helper=x,nousers,ro",
 			      NULL};
 
 	check(args, "/sbin/mount.imapfs|-o|noexec|-o|nosuid|-o|nodev|-o|ro|"
@@ -69,10 +70,12 @@ static void test_octal_escapes(void)
 static void test_quoted_value(void)
 {
 	const char *args[] = {"imaps://h", "/m", "-o",
-			      "password_command=\"pass a,b\",ro", NULL};
+			      "password_command=\"pass a,b\",ro,"
+			      "x=\\042q\\042",
+			      NULL};
 
 	check(args, "/sbin/mount.imapfs|-o|password_command=pass a\\,b|-o|ro|"
-		    "imaps://h|/m");
+		    "-o|x=\"q\"|imaps://h|/m");
 }
 
 static void test_flags(void)
