@@ -613,11 +613,16 @@ static char *default_cache_dir(const ImapfsConfig *cfg)
 	return g_build_filename(home, ".cache", "imapfs", leaf, NULL);
 }
 
+/* @mech (upper case, or NULL) takes an OAuth token, not a password. */
+static gboolean is_oauth_mech(const char *mech)
+{
+	return g_strcmp0(mech, "XOAUTH2") == 0 ||
+	       g_strcmp0(mech, "OAUTHBEARER") == 0;
+}
+
 gboolean imapfs_config_uses_oauth(const ImapfsConfig *cfg)
 {
-	return cfg->oauth_token_command != NULL ||
-	       g_strcmp0(cfg->auth, "XOAUTH2") == 0 ||
-	       g_strcmp0(cfg->auth, "OAUTHBEARER") == 0;
+	return cfg->oauth_token_command != NULL || is_oauth_mech(cfg->auth);
 }
 
 /* auth= and oauth_token_command= agree, and name what we speak. */
@@ -625,8 +630,7 @@ static gboolean check_auth(const ImapfsConfig *cfg, GError **error)
 {
 	static const char *const spoken[] = {"PLAIN", "LOGIN", "XOAUTH2",
 					     "OAUTHBEARER", NULL};
-	gboolean oauth_mech = g_strcmp0(cfg->auth, "XOAUTH2") == 0 ||
-			      g_strcmp0(cfg->auth, "OAUTHBEARER") == 0;
+	gboolean oauth_mech = is_oauth_mech(cfg->auth);
 
 	if (cfg->auth && !g_strv_contains(spoken, cfg->auth))
 		g_set_error(error, IMAPFS_ERROR, IMAPFS_ERROR_CONFIG,

@@ -249,16 +249,9 @@ static ImapfsPool *connect_account(ImapfsConfig *cfg, GError **error)
  * an fstab line already mounted; subtype makes the type fuse.imapfs. */
 static char *fsname_option(const char *url)
 {
-	g_autoptr(GString) opt = g_string_new("-ofsname=");
+	g_autofree char *escaped = imapfs_mount_helper_escape(url);
 
-	/* libfuse splits options at ',' and treats '\' as an escape. */
-	for (const char *p = url; *p; p++) {
-		if (*p == ',' || *p == '\\')
-			g_string_append_c(opt, '\\');
-		g_string_append_c(opt, *p);
-	}
-	g_string_append(opt, ",subtype=imapfs");
-	return g_string_free(g_steal_pointer(&opt), FALSE);
+	return g_strconcat("-ofsname=", escaped, ",subtype=imapfs", NULL);
 }
 
 typedef struct {

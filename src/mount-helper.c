@@ -85,8 +85,7 @@ static void strip_quotes(char *opt)
 	eq[len - 1] = '\0';
 }
 
-/* libfuse's -o parser splits at ',' and takes '\' as an escape. */
-static char *escape_for_fuse(const char *opt)
+char *imapfs_mount_helper_escape(const char *opt)
 {
 	GString *out = g_string_sized_new(strlen(opt) + 8);
 
@@ -107,7 +106,7 @@ static void keep_option(GPtrArray *argv, char *raw)
 	if (*opt == '\0' || is_dropped(opt))
 		return;
 	g_ptr_array_add(argv, g_strdup("-o"));
-	g_ptr_array_add(argv, escape_for_fuse(opt));
+	g_ptr_array_add(argv, imapfs_mount_helper_escape(opt));
 }
 
 /* Splits at the commas outside double quotes. */

@@ -2167,8 +2167,7 @@ static gboolean check_writable(ImapfsSession *s, GError **error)
 	return FALSE;
 }
 
-/* flag = "\" atom / atom (RFC 3501 section 9). */
-static gboolean valid_flag(const char *flag)
+gboolean imapfs_flag_is_valid(const char *flag)
 {
 	const char *p = flag[0] == '\\' ? flag + 1 : flag;
 
@@ -2193,7 +2192,7 @@ static int append_flags(GString *out, const char *flags, GError **error)
 		if (*words[i] == '\0' ||
 		    g_ascii_strcasecmp(words[i], "\\Recent") == 0)
 			continue;
-		if (!valid_flag(words[i])) {
+		if (!imapfs_flag_is_valid(words[i])) {
 			g_autofree char *q = imapfs_log_quote(words[i]);
 			g_set_error(error, IMAPFS_ERROR, IMAPFS_ERROR_CONFIG,
 				    "not an IMAP flag: \"%s\"", q);

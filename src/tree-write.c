@@ -1005,12 +1005,6 @@ gboolean imapfs_tree_rename(ImapfsTree *tree, guint64 parent, const char *name,
 /* --- flags ------------------------------------------------------------------
  */
 
-static gboolean flag_char(guchar c)
-{
-	/* ATOM-CHAR without the resp-specials ']' (RFC 3501 flag-keyword). */
-	return c > 0x20 && c < 0x7f && !strchr("(){%*\"\\]", c);
-}
-
 /* Checks and normalizes @flags (whitespace separated) to single spaces.
  * NULL with INVALID for anything STORE would reject, and for \Recent. */
 static char *normalize_flags(const char *flags, GError **error)
@@ -1022,17 +1016,16 @@ static char *normalize_flags(const char *flags, GError **error)
 
 	for (guint i = 0; words[i]; i++) {
 		const char *w = words[i];
-		gboolean ok = *w != '\0';
+		gboolean ok = imapfs_flag_is_valid(w);
 		if (*w == '\0')
 			continue;
+		/* Of the system flags, only those a client may set. */
 		if (*w == '\\') {
 			ok = FALSE;
 			for (guint k = 0; k < G_N_ELEMENTS(system); k++)
 				if (g_ascii_strcasecmp(w, system[k]) == 0)
 					w = system[k], ok = TRUE;
-		} else
-			for (const char *p = w; *p && ok; p++)
-				ok = flag_char((guchar)*p);
+		}
 		if (!ok) {
 			g_autofree char *q = imapfs_log_quote(words[i]);
 			fail(error, IMAPFS_ERROR_INVALID, "invalid flag", q);

@@ -37,6 +37,10 @@ gboolean imapfs_mount_helper_is_helper(const char *argv0);
 gboolean imapfs_mount_helper_translate(int argc, char **argv,
 				       ImapfsMountArgs *out, GError **error);
 
+/* @opt escaped for libfuse's -o parser, which splits at ',' and takes
+ * '\' as an escape; caller frees. */
+char *imapfs_mount_helper_escape(const char *opt);
+
 void imapfs_mount_args_clear(ImapfsMountArgs *args);
 
 G_DEFINE_AUTO_CLEANUP_CLEAR_FUNC(ImapfsMountArgs, imapfs_mount_args_clear)

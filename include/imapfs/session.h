@@ -118,6 +118,10 @@ typedef struct {
 	guint32 uid;
 } ImapfsNewUid;
 
+/* Whether @flag has IMAP's flag syntax: "\" atom / atom (RFC 3501
+ * section 9; a keyword is an atom without ']'). */
+gboolean imapfs_flag_is_valid(const char *flag);
+
 /*
  * Prepares a session; nothing is sent yet. @cfg and @tls are borrowed and
  * must outlive the session (the pool owns them). @password (the OAuth

@@ -1216,6 +1216,24 @@ class Mount:
         self.stop(check=exc[0] is None)
 
 
+def settle_watcher(m, quiet=1.5, timeout=30):
+    """Waits until the watcher of mount `m` (started with debug=True)
+    idles and no command went out for `quiet` seconds: its connections
+    log in and examine what was just used in their own time, late on a
+    loaded machine, and would count against a test's commands."""
+    def sent():
+        return len(re.findall(r'\bC: A\d+ ', m.stderr()))
+    wait_for(lambda: re.search(r'C: A\d+ IDLE', m.stderr()), timeout)
+    last = [sent(), time.monotonic()]
+
+    def still():
+        n = sent()
+        if n != last[0]:
+            last[:] = [n, time.monotonic()]
+        return time.monotonic() - last[1] >= quiet
+    wait_for(still, timeout, interval=0.2)
+
+
 class HelperMount(Mount):
     """Mounted by `command` (mount(8), which runs /sbin/mount.imapfs);
     stop() unmounts with umount(8), then checks the exit as Mount does."""

@@ -7,7 +7,6 @@ private and used by one mount at a time. Commands are counted in the
 
 import os
 import re
-import time
 import stat
 
 import pytest
@@ -234,26 +233,11 @@ def test_pool_stays_within_server_connection_limit(mount, limited_server,
     assert 'refused connection' in m.stderr()
 
 
-def settle(m, quiet=1.5, timeout=30):
-    """Waits until the watcher idles and no command went out for @quiet
-    seconds: its connections log in and examine what was just used, in
-    their own time (late on a loaded machine)."""
-    F.wait_for(lambda: re.search(r'C: A\d+ IDLE', m.stderr()), timeout)
-    last = [len(commands(m, '.')), time.monotonic()]
-
-    def still():
-        n = len(commands(m, '.'))
-        if n != last[0]:
-            last[:] = [n, time.monotonic()]
-        return time.monotonic() - last[1] >= quiet
-    F.wait_for(still, timeout, interval=0.2)
-
-
 def test_repeated_listing_costs_no_command(mount, corpus, tmp_path):
     m = mount(options=cache_opts(mount.server, tmp_path / 'cache'),
               debug=True)
     first = tool('ls', '-l', 'Bulk', cwd=m.mountpoint).stdout
-    settle(m)
+    F.settle_watcher(m)
     sent = len(commands(m, '.'))
     second = tool('ls', '-l', 'Bulk', cwd=m.mountpoint).stdout
     assert second == first

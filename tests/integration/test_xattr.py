@@ -94,7 +94,7 @@ def test_getfattr_of_a_whole_mailbox_costs_no_command_per_file(mount, server,
     bulk = os.path.join(m.mountpoint, 'Bulk')
     os.listdir(bulk)
     # The watcher's own connection settles first (it idles on Bulk).
-    F.wait_for(lambda: re.search(r'C: A\d+ IDLE', m.stderr()), 20)
+    F.settle_watcher(m)
     before = len(re.findall(r'\bC: A\d+ ', m.stderr()))
     r = tool('sh', '-c', 'getfattr -d -m - *.eml', cwd=bulk)
     out = r.stdout.decode()
