@@ -350,14 +350,17 @@ static char *password_from_terminal(const ImapfsConfig *cfg, GError **error)
 
 char *imapfs_credentials_password(const ImapfsConfig *cfg, GError **error)
 {
-	char *secret;
+	/* Taken out of the environment even when another source wins: the
+	 * password_command must not inherit it, nor anything run later. */
+	char *secret = password_from_env();
 
+	if (cfg->password_command || cfg->password_file)
+		g_clear_pointer(&secret, imapfs_secret_free);
 	if (cfg->password_command)
 		return secret_from_command("password_command", "password",
 					   cfg->password_command, 0, error);
 	if (cfg->password_file)
 		return password_from_file(cfg->password_file, error);
-	secret = password_from_env();
 	if (secret)
 		return secret;
 	if (isatty(STDIN_FILENO))

@@ -7,6 +7,7 @@
 #include <errno.h>
 #include <fuse_lowlevel.h>
 #include <malloc.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <signal.h>
 #include <stdio.h>
@@ -528,6 +529,12 @@ int main(int argc, char **argv)
 	GError *error = NULL;
 
 	g_set_prgname(prog);
+	/* First, as IMAPFS_PASSWORD may be in our environment already: no
+	 * core dump, and no ptrace or /proc/PID/{mem,environ} for the
+	 * user's other processes. Commands we run are dumpable again from
+	 * their execve(); fusermount3 is set-user-ID anyway. */
+	if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0)
+		return fail("cannot make the process non-dumpable", NULL);
 	imapfs_service_init();
 	/* A server closing the socket must not kill us mid-write. */
 	signal(SIGPIPE, SIG_IGN);

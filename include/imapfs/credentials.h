@@ -5,7 +5,8 @@
  * IMAPFS_PASSWORD environment variable, or a prompt without echo when stdin
  * is a terminal. Secrets are returned in memory the caller must release with
  * imapfs_secret_free(), which wipes it. Nothing here logs a secret.
- * IMAPFS_PASSWORD, once used, is wiped and removed from the environment.
+ * IMAPFS_PASSWORD is always wiped and removed from the environment, even
+ * when another source wins, so that no command run later inherits it.
  */
 #pragma once
 

@@ -130,6 +130,11 @@ class MountFactory:
         self.mounts.append(m)
         return m.start() if start else m
 
+    def add(self, m):
+        """Has Mount `m`, made by the test, stopped with the others."""
+        self.mounts.append(m)
+        return m
+
     def close(self):
         errors = []
         for m in self.mounts:

@@ -55,6 +55,32 @@ def free_port():
         return s.getsockname()[1]
 
 
+def local_listener(backlog=64):
+    """A TCP socket listening on a free 127.0.0.1 port (getsockname()),
+    for accept_until()."""
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind(('127.0.0.1', 0))
+    s.listen(backlog)
+    s.settimeout(0.2)
+    return s
+
+
+def accept_until(listener, stopping):
+    """Yields each connection accepted on `listener` (a blocking socket)
+    until stopping() is true, at most 0.2 s later, or the listener is
+    closed."""
+    while not stopping():
+        try:
+            client, _ = listener.accept()
+        except socket.timeout:
+            continue
+        except OSError:
+            return
+        client.settimeout(None)
+        yield client
+
+
 def wait_for(pred, timeout, interval=0.05):
     """Poll pred() until it is true or timeout seconds pass; return it."""
     deadline = time.monotonic() + timeout
@@ -184,13 +210,14 @@ class CA:
 USERS = {'alice': 'alice-Secr3t pw', 'bob': 'bob-pass'}
 
 
-def fresh_dovecot(ca, **kw):
+def fresh_dovecot(ca, corpus=None, **kw):
     """A generator for fixtures: a private Dovecot(ca, **kw) with the
-    small corpus (no bulk, no big messages), stopped when closed."""
+    small corpus (no bulk, no big messages) or `corpus` (a Corpus not
+    loaded yet), stopped when closed."""
     d = Dovecot(ca, **kw)
     try:
         d.start()
-        d.corpus = Corpus(bulk=0, big=False).load(d)
+        d.corpus = (corpus or Corpus(bulk=0, big=False)).load(d)
         yield d
     finally:
         d.stop()
@@ -455,6 +482,9 @@ service pop3-login {{
         self.imap_port = free_port()
         self.imaps_port = free_port() if self.tls else None
         self._write_config()
+        return self._launch(timeout)
+
+    def _launch(self, timeout):
         with open(self.stdout_path, 'ab') as out:
             self.proc = subprocess.Popen(
                 [DOVECOT, '-F', '-c', self.conf], stdout=out,
@@ -470,6 +500,27 @@ service pop3-login {{
             raise FixtureError('dovecot did not start:\n%s\n--- log:\n%s' % (
                 out, self.log_text()))
         return self
+
+    def kill(self, timeout=20):
+        """SIGKILL the server as a crash would: the master we started and
+        every process of its session (start() made it the group
+        leader). The mail and the configuration stay for restart()."""
+        if self.proc is None or self.proc.poll() is not None:
+            raise FixtureError('dovecot is not running')
+        os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait()
+        ports = [p for p in (self.imap_port, self.imaps_port) if p]
+        if not wait_for(lambda: not any(port_open(p) for p in ports),
+                        timeout):
+            raise FixtureError('dovecot ports %s still open after SIGKILL'
+                               % ports)
+
+    def restart(self, timeout=20):
+        """Start again after kill(): the same configuration, ports, mail
+        and log; return when the ports answer."""
+        if self.proc is not None and self.proc.poll() is None:
+            raise FixtureError('dovecot is still running')
+        return self._launch(timeout)
 
     def _stop_and_collect(self):
         if self.proc is not None:
@@ -1258,6 +1309,18 @@ class HelperMount(Mount):
                     self.mountpoint, r.stdout.decode().strip()))
                 fusermount_u(self.mountpoint)
         self._finish(timeout, problems, check)
+
+
+class WrappedMount(Mount):
+    """imapfs started through `wrapper`, a command that sets something up
+    (another user, a umask, a namespace) and then execs its arguments."""
+
+    def __init__(self, wrapper, url, mountpoint, **kw):
+        super().__init__(url, mountpoint, **kw)
+        self.wrapper = list(wrapper)
+
+    def command(self):
+        return self.wrapper + super().command()
 
 
 def pid_alive(pid):
