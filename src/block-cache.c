@@ -2,6 +2,7 @@
 #include <string.h>
 
 #include "imapfs/block-cache.h"
+#include "imapfs/cancel.h"
 #include "imapfs/error.h"
 #include "imapfs/log.h"
 #include "imapfs/mime.h"
@@ -504,23 +505,34 @@ static GBytes *fetch_registered(ImapfsBlockCache *cache,
 
 /*
  * Waits for another thread's fetch @p of block @id (locked on entry and
- * exit). Returns
- * its data, or NULL: with @error when a read failed (the same error would
- * happen again at once), without when a prefetch failed (worth trying).
+ * exit). Returns its data, or NULL: with @error when a read failed (the
+ * same error would happen again at once), a prefetch could not reach the
+ * server, or this request was interrupted; without when a prefetch failed
+ * otherwise (worth trying).
  */
 static GBytes *wait_pending(ImapfsBlockCache *cache, Pending *p, const char *id,
 			    GError **error)
 {
 	p->refs++;
 	cache->stats.waits++;
-	while (!p->done)
-		g_cond_wait(&cache->fetched, &cache->lock);
+	while (!p->done) {
+		/* The fetch goes on for others; only this reader gives up. */
+		if (!imapfs_cancel_check(error)) {
+			pending_unref(p);
+			return NULL;
+		}
+		g_cond_wait_until(&cache->fetched, &cache->lock,
+				  imapfs_cancel_slice(G_MAXINT64));
+	}
 	GBytes *data = p->data ? g_bytes_ref(p->data) : NULL;
 	/* A prefetched block read this way is read: out of the budget. */
 	Block *b = data ? g_hash_table_lookup(cache->blocks, id) : NULL;
 	if (b)
 		forget_unread(cache, b);
-	if (data == NULL && !p->prefetch)
+	/* A prefetch that lost the connection kept trying for a whole
+	 * timeout: starting over would double the reader's wait. */
+	if (data == NULL &&
+	    (!p->prefetch || imapfs_error_is_connection(p->error)))
 		g_propagate_error(error,
 				  p->error ? g_error_copy(p->error)
 					   : g_error_new(IMAPFS_ERROR,

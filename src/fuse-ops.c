@@ -6,6 +6,7 @@
 #include <sys/stat.h>
 #include <sys/xattr.h>
 
+#include "imapfs/cancel.h"
 #include "imapfs/error.h"
 #include "imapfs/fuse-ops.h"
 #include "imapfs/log.h"
@@ -109,6 +110,8 @@ int imapfs_fs_errno(const GError *error)
 		return EXDEV;
 	case IMAPFS_ERROR_UNSUPPORTED:
 		return EOPNOTSUPP;
+	case IMAPFS_ERROR_INTERRUPTED:
+		return EINTR;
 	default:
 		return EIO;
 	}
@@ -124,13 +127,35 @@ static void reply_error(fuse_req_t req, const char *op, GError *error)
 {
 	int err = imapfs_fs_errno(error);
 
-	if (err != ENOENT)
+	if (err != ENOENT && err != EINTR)
 		g_warning("%s failed: %s", op, error ? error->message : "?");
 	else
 		imapfs_trace(IMAPFS_TRACE_FUSE, "%s: %s", op, error->message);
 	fuse_reply_err(req, err);
 	g_clear_error(&error);
 }
+
+static gboolean req_interrupted(gpointer req)
+{
+	return fuse_req_interrupted(req);
+}
+
+static void end_interruptible(fuse_req_t *req)
+{
+	imapfs_cancel_set(NULL, NULL);
+}
+
+/*
+ * Lets every wait below give up when the kernel interrupts @req (Ctrl-C
+ * on a read stuck on the network), until the handler returns. Only for
+ * handlers that reply last: the question asks @req, which the reply
+ * frees. Changes are not interruptible: their outcome must be known, and
+ * the timeout bounds them.
+ */
+#define INTERRUPTIBLE(req)                                           \
+	fuse_req_t interruptible_                                    \
+		__attribute__((cleanup(end_interruptible))) = (req); \
+	imapfs_cancel_set(req_interrupted, interruptible_)
 
 static void notice_free(Notice *n)
 {
@@ -334,6 +359,7 @@ static void op_init(void *userdata, struct fuse_conn_info *conn)
 
 static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
+	INTERRUPTIBLE(req);
 	ImapfsFs *fs = fs_of(req);
 	GError *error = NULL;
 	ImapfsAttr attr;
@@ -366,6 +392,7 @@ static void op_forget_multi(fuse_req_t req, size_t count,
 static void op_getattr(fuse_req_t req, fuse_ino_t ino,
 		       struct fuse_file_info *fi)
 {
+	INTERRUPTIBLE(req);
 	ImapfsFs *fs = fs_of(req);
 	GError *error = NULL;
 	ImapfsAttr attr;
@@ -421,6 +448,7 @@ static gboolean listing_unchanged(ImapfsFs *fs, fuse_ino_t ino,
 static void op_opendir(fuse_req_t req, fuse_ino_t ino,
 		       struct fuse_file_info *fi)
 {
+	INTERRUPTIBLE(req);
 	GError *error = NULL;
 	ImapfsFs *fs = fs_of(req);
 	GPtrArray *entries = imapfs_tree_readdir(fs->tree, ino, &error);
@@ -549,6 +577,7 @@ static void open_pending(fuse_req_t req, fuse_ino_t ino,
 
 static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
+	INTERRUPTIBLE(req);
 	ImapfsFs *fs = fs_of(req);
 	GError *error = NULL;
 	guint64 size;
@@ -583,6 +612,7 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		    struct fuse_file_info *fi)
 {
+	INTERRUPTIBLE(req);
 	GError *error = NULL;
 	OpenFile *of = (OpenFile *)(uintptr_t)fi->fh;
 	g_autofree char *buf = g_malloc(size);
@@ -651,6 +681,7 @@ static void op_copy_file_range(fuse_req_t req, fuse_ino_t ino_in, off_t off_in,
 			       off_t off_out, struct fuse_file_info *fi_out,
 			       size_t len, int flags)
 {
+	INTERRUPTIBLE(req);
 	GError *error = NULL;
 	gsize copied;
 
@@ -663,6 +694,7 @@ static void op_copy_file_range(fuse_req_t req, fuse_ino_t ino_in, off_t off_in,
 
 static void op_statfs(fuse_req_t req, fuse_ino_t ino)
 {
+	INTERRUPTIBLE(req);
 	struct statvfs st = {0};
 
 	st.f_bsize = st.f_frsize = 4096;
@@ -697,6 +729,7 @@ static char *find_xattr(GPtrArray *xattrs, const char *name)
 static void op_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name,
 			size_t size)
 {
+	INTERRUPTIBLE(req);
 	/* Only user.* attributes exist here. Saying so for the others
 	 * (security.selinux, system.posix_acl_access), rather than "no such
 	 * attribute", lets ls -l and cp -a stop asking after the first file
@@ -717,6 +750,7 @@ static void op_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name,
 
 static void op_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size)
 {
+	INTERRUPTIBLE(req);
 	GError *error = NULL;
 	g_autoptr(GPtrArray) xattrs =
 		imapfs_tree_xattrs(fs_of(req)->tree, ino, NULL, &error);

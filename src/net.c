@@ -9,6 +9,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "imapfs/cancel.h"
 #include "imapfs/error.h"
 #include "imapfs/log.h"
 #include "imapfs/net.h"
@@ -33,16 +34,24 @@ static int ms_left(gint64 deadline)
 }
 
 /* 1 when ready (or in error: the caller's next call tells which), 0 on
- * timeout, -1 with errno when poll() itself fails. */
+ * timeout, -1 with errno when poll() itself fails, or ECANCELED when the
+ * request this thread serves was interrupted. */
 static int poll_until(int fd, short events, gint64 deadline)
 {
 	struct pollfd pfd = {.fd = fd, .events = events};
 
 	for (;;) {
-		int n = poll(&pfd, 1, ms_left(deadline));
+		gint64 slice = imapfs_cancel_slice(deadline);
+		int n = poll(&pfd, 1, ms_left(slice));
 
 		if (n > 0 && (pfd.revents & POLLNVAL)) {
 			errno = EBADF;
+			return -1;
+		}
+		if (n == 0 && slice < deadline) {
+			if (imapfs_cancel_check(NULL))
+				continue;
+			errno = ECANCELED;
 			return -1;
 		}
 		if (n >= 0)
@@ -64,6 +73,8 @@ gboolean imapfs_net_wait(int fd, gboolean for_write, guint timeout_ms,
 		g_set_error(error, IMAPFS_ERROR, IMAPFS_ERROR_TIMEOUT,
 			    "timed out after %u ms waiting to %s", timeout_ms,
 			    for_write ? "write" : "read");
+	else if (errno == ECANCELED)
+		imapfs_cancel_check(error);
 	else
 		g_set_error(error, IMAPFS_ERROR, IMAPFS_ERROR_DISCONNECTED,
 			    "cannot wait on socket: %s", g_strerror(errno));
@@ -164,11 +175,15 @@ int imapfs_net_connect(const char *host, guint16 port, guint timeout_ms,
 		fd = connect_one(ai, attempt_deadline);
 		if (fd < 0)
 			err = errno;
+		if (err == ECANCELED)
+			break;
 	}
 	freeaddrinfo(res);
 	if (fd >= 0)
 		return fd;
-	if (err == ETIMEDOUT)
+	if (err == ECANCELED)
+		imapfs_cancel_check(error);
+	else if (err == ETIMEDOUT)
 		g_set_error(error, IMAPFS_ERROR, IMAPFS_ERROR_TIMEOUT,
 			    "timed out connecting to \"%s\"", peer);
 	else

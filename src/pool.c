@@ -2,6 +2,7 @@
 #include <openssl/crypto.h>
 #include <string.h>
 
+#include "imapfs/cancel.h"
 #include "imapfs/credentials.h"
 #include "imapfs/error.h"
 #include "imapfs/log.h"
@@ -27,10 +28,34 @@ struct ImapfsPool {
 	 * waits on a silent server; protected by lock */
 	GPtrArray *opening;
 	gboolean shut_down; /* protected by lock */
+	/* The server could not be reached: requests wait, each until its
+	 * deadline, for the keeper to get through. All by lock. */
+	gboolean offline;
+	char *offline_why; /* the failure that made us offline */
+	gint64 retry_at;   /* monotonic: the keeper's next attempt */
+	gint64 backoff;	   /* the pause after the next failed attempt */
+	gint64 noop_at;	   /* monotonic: the next keepalive round */
+	GThread *keeper;   /* reconnects and keeps alive; joined by free */
+	GCond keeper_wake;
+	/* imapfs_pool_check() got through once: from then on, an
+	 * unreachable server is waited for, not reported. By lock. */
+	gboolean checked;
 };
 
 /* How long a lowered connection limit holds before we try for more. */
 #define LIMIT_RETRY (5 * 60 * G_TIME_SPAN_SECOND)
+/* How a request is run (run_with()). */
+enum {
+	RUN_WRITE = 1 << 0,	 /* SELECT, not EXAMINE */
+	RUN_IDEMPOTENT = 1 << 1, /* may be repeated whatever happened */
+	RUN_CACHED = 1 << 2,	 /* the caller has an older answer: while
+				    offline, fail at once */
+};
+
+/* Reconnecting: the first pause, doubled after each failure up to the
+ * last, each one jittered so that many mounts do not knock at once. */
+#define BACKOFF_FIRST (250 * G_TIME_SPAN_MILLISECOND)
+#define BACKOFF_MOST (10 * G_TIME_SPAN_SECOND)
 
 ImapfsPool *imapfs_pool_new(const ImapfsConfig *cfg, ImapfsTlsContext *tls,
 			    char *password)
@@ -43,6 +68,7 @@ ImapfsPool *imapfs_pool_new(const ImapfsConfig *cfg, ImapfsTlsContext *tls,
 	g_mutex_init(&pool->lock);
 	g_mutex_init(&pool->renew_lock);
 	g_cond_init(&pool->available);
+	g_cond_init(&pool->keeper_wake);
 	g_queue_init(&pool->idle);
 	pool->busy = g_ptr_array_new();
 	pool->warmers = g_ptr_array_new();
@@ -56,6 +82,13 @@ void imapfs_pool_free(ImapfsPool *pool)
 
 	if (pool == NULL)
 		return;
+	g_mutex_lock(&pool->lock);
+	pool->shut_down = TRUE;
+	g_cond_broadcast(&pool->keeper_wake);
+	GThread *keeper = g_steal_pointer(&pool->keeper);
+	g_mutex_unlock(&pool->lock);
+	if (keeper)
+		g_thread_join(keeper);
 	for (guint i = 0; i < pool->warmers->len; i++)
 		g_thread_join(pool->warmers->pdata[i]);
 	g_ptr_array_unref(pool->warmers);
@@ -66,6 +99,8 @@ void imapfs_pool_free(ImapfsPool *pool)
 	g_mutex_clear(&pool->lock);
 	g_mutex_clear(&pool->renew_lock);
 	g_cond_clear(&pool->available);
+	g_cond_clear(&pool->keeper_wake);
+	g_free(pool->offline_why);
 	imapfs_tls_context_free(pool->tls);
 	if (pool->password)
 		OPENSSL_cleanse(pool->password, strlen(pool->password));
@@ -82,6 +117,7 @@ void imapfs_pool_shutdown(ImapfsPool *pool)
 	for (guint i = 0; i < pool->opening->len; i++)
 		imapfs_session_abort(pool->opening->pdata[i]);
 	g_cond_broadcast(&pool->available);
+	g_cond_broadcast(&pool->keeper_wake);
 	g_mutex_unlock(&pool->lock);
 }
 
@@ -170,9 +206,29 @@ static gboolean renew_token(ImapfsPool *pool, guint seen)
 	return newer || renewed;
 }
 
+/* The deadline of a request starting now. */
+static gint64 request_deadline(ImapfsPool *pool)
+{
+	return g_get_monotonic_time() +
+	       (gint64)pool->cfg->timeout * G_TIME_SPAN_SECOND;
+}
+
+/* How long a session may wait for the server on behalf of a request due
+ * at @deadline: what is left of its time (at least a second), so that
+ * a retry or a new connection late in the request does not start a whole
+ * timeout over. */
+static guint patience_ms(ImapfsPool *pool, gint64 deadline)
+{
+	gint64 left = deadline - g_get_monotonic_time();
+	gint64 most = (gint64)pool->cfg->timeout * G_TIME_SPAN_SECOND;
+
+	return (guint)(CLAMP(left, G_TIME_SPAN_SECOND, most) / 1000);
+}
+
 /* A new session, logged in. A refused OAuth token is renewed and the
  * login tried once more: tokens live an hour, mounts much longer. */
-static ImapfsSession *login_new(ImapfsPool *pool, GError **error)
+static ImapfsSession *login_new(ImapfsPool *pool, gint64 deadline,
+				GError **error)
 {
 	for (guint attempt = 0;; attempt++) {
 		GError *local = NULL;
@@ -182,6 +238,7 @@ static ImapfsSession *login_new(ImapfsPool *pool, GError **error)
 						      pool->password);
 		guint gen = pool->token_gen;
 		g_mutex_unlock(&pool->lock);
+		imapfs_session_set_timeout(s, patience_ms(pool, deadline));
 		if (login_tracked(pool, s, &local))
 			return s;
 		imapfs_session_free(s);
@@ -197,20 +254,57 @@ static ImapfsSession *login_new(ImapfsPool *pool, GError **error)
 	}
 }
 
+/* A failure to open a connection that says the server cannot be reached
+ * now, rather than that it refuses us. */
+static gboolean unreachable(const GError *error)
+{
+	return g_error_matches(error, IMAPFS_ERROR, IMAPFS_ERROR_CONNECT) ||
+	       g_error_matches(error, IMAPFS_ERROR, IMAPFS_ERROR_RESOLVE) ||
+	       g_error_matches(error, IMAPFS_ERROR, IMAPFS_ERROR_TIMEOUT) ||
+	       g_error_matches(error, IMAPFS_ERROR, IMAPFS_ERROR_TLS);
+}
+
+static void start_keeper(ImapfsPool *pool);
+
+/* The server cannot be reached: from now on requests wait for the keeper
+ * to get through instead of each trying (and each waiting for a connect
+ * to time out). Called locked. */
+static void go_offline(ImapfsPool *pool, const GError *error)
+{
+	g_free(pool->offline_why);
+	pool->offline_why = g_strdup(error->message);
+	if (pool->offline)
+		return;
+	g_warning("%s; serving what is cached, and trying again",
+		  error->message);
+	pool->offline = TRUE;
+	pool->backoff = BACKOFF_FIRST;
+	pool->retry_at = g_get_monotonic_time() + BACKOFF_FIRST / 2;
+	start_keeper(pool);
+	g_cond_broadcast(&pool->keeper_wake);
+}
+
 /* Opens a new session; the caller has already counted it. *wait_r
- * tells, on failure, that the server's limit was reached. */
-static ImapfsSession *open_session(ImapfsPool *pool, gboolean *wait_r,
-				   GError **error)
+ * tells, on failure, that the caller should wait for a connection rather
+ * than fail: the server's limit was reached, or it is unreachable. */
+static ImapfsSession *open_session(ImapfsPool *pool, gint64 deadline,
+				   gboolean *wait_r, GError **error)
 {
 	GError *local = NULL;
 
 	imapfs_trace(IMAPFS_TRACE_POOL, "pool: opening a connection");
 	*wait_r = FALSE;
-	ImapfsSession *s = login_new(pool, &local);
+	ImapfsSession *s = login_new(pool, deadline, &local);
 	if (s == NULL) {
 		g_mutex_lock(&pool->lock);
 		pool->count--;
-		*wait_r = lower_limit(pool, local);
+		if (unreachable(local) && pool->checked && !pool->shut_down) {
+			go_offline(pool, local);
+			*wait_r = TRUE;
+		} else if (!g_error_matches(local, IMAPFS_ERROR,
+					    IMAPFS_ERROR_INTERRUPTED)) {
+			*wait_r = lower_limit(pool, local);
+		}
 		g_cond_signal(&pool->available);
 		g_mutex_unlock(&pool->lock);
 		if (*wait_r)
@@ -235,7 +329,7 @@ static ImapfsSession *open_session(ImapfsPool *pool, gboolean *wait_r,
 ImapfsSession *imapfs_pool_open_extra(ImapfsPool *pool, GError **error)
 {
 	imapfs_trace(IMAPFS_TRACE_POOL, "pool: opening an extra connection");
-	return login_new(pool, error);
+	return login_new(pool, request_deadline(pool), error);
 }
 
 /* An idle session, preferring one already on @mailbox. Called locked. */
@@ -258,47 +352,64 @@ static gboolean fail_shut_down(GError **error)
 	return FALSE;
 }
 
+/* The error for a request that waited until @deadline. Called locked. */
+static void fail_deadline(ImapfsPool *pool, GError **error)
+{
+	if (pool->offline)
+		g_set_error(error, IMAPFS_ERROR, IMAPFS_ERROR_TIMEOUT,
+			    "cannot reach \"%s\" (%s)", pool->cfg->host,
+			    pool->offline_why);
+	else
+		g_set_error(error, IMAPFS_ERROR, IMAPFS_ERROR_TIMEOUT,
+			    "no connection to \"%s\" became free",
+			    pool->cfg->host);
+}
+
 /*
- * Hands out a session: an idle one (unless @force_new), a new one while
- * under the limit, or the next one released within the timeout. *fresh_r tells
- * whether it was just opened (a failure on it is then not worth a retry).
+ * Hands out a session: an idle one, a new one while under the limit and
+ * the server reachable, or the next one released or reconnected before
+ * @deadline; while offline, RUN_CACHED in @how fails at once. *fresh_r
+ * tells whether it was just opened. Fails early when the request is
+ * interrupted or the mount goes.
  */
 static ImapfsSession *acquire(ImapfsPool *pool, const char *mailbox,
-			      gboolean force_new, gboolean *fresh_r,
+			      gint64 deadline, guint how, gboolean *fresh_r,
 			      GError **error)
 {
-	gint64 deadline = g_get_monotonic_time() +
-			  (gint64)pool->cfg->timeout * G_TIME_SPAN_SECOND;
 	ImapfsSession *s = NULL;
 
 	g_mutex_lock(&pool->lock);
 	while (!pool->shut_down) {
-		s = force_new ? NULL : take_idle(pool, mailbox);
+		if (!imapfs_cancel_check(error)) {
+			g_mutex_unlock(&pool->lock);
+			return NULL;
+		}
+		s = take_idle(pool, mailbox);
 		if (s) {
 			g_ptr_array_add(pool->busy, s);
 			g_mutex_unlock(&pool->lock);
 			*fresh_r = FALSE;
 			return s;
 		}
-		if (pool->count < current_limit(pool)) {
+		if (!pool->offline && pool->count < current_limit(pool)) {
 			gboolean wait;
 			pool->count++;
 			g_mutex_unlock(&pool->lock);
 			*fresh_r = TRUE;
-			s = open_session(pool, &wait, error);
+			s = open_session(pool, deadline, &wait, error);
 			if (s || !wait)
 				return s;
 			g_mutex_lock(&pool->lock);
 			continue;
 		}
-		if (!g_cond_wait_until(&pool->available, &pool->lock,
-				       deadline)) {
+		if (g_get_monotonic_time() >= deadline ||
+		    (pool->offline && (how & RUN_CACHED))) {
+			fail_deadline(pool, error);
 			g_mutex_unlock(&pool->lock);
-			g_set_error(error, IMAPFS_ERROR, IMAPFS_ERROR_TIMEOUT,
-				    "no connection to \"%s\" became free",
-				    pool->cfg->host);
 			return NULL;
 		}
+		g_cond_wait_until(&pool->available, &pool->lock,
+				  imapfs_cancel_slice(deadline));
 	}
 	g_mutex_unlock(&pool->lock);
 	fail_shut_down(error);
@@ -327,11 +438,15 @@ static void release(ImapfsPool *pool, ImapfsSession *s)
 gboolean imapfs_pool_check(ImapfsPool *pool, GError **error)
 {
 	gboolean fresh;
-	ImapfsSession *s = acquire(pool, NULL, FALSE, &fresh, error);
+	ImapfsSession *s =
+		acquire(pool, NULL, request_deadline(pool), 0, &fresh, error);
 
 	if (s == NULL)
 		return FALSE;
 	release(pool, s);
+	g_mutex_lock(&pool->lock);
+	pool->checked = TRUE;
+	g_mutex_unlock(&pool->lock);
 	return TRUE;
 }
 
@@ -347,7 +462,9 @@ static gboolean warm_one(ImapfsPool *pool)
 	if (room)
 		pool->count++;
 	g_mutex_unlock(&pool->lock);
-	ImapfsSession *s = room ? open_session(pool, &wait, &error) : NULL;
+	ImapfsSession *s =
+		room ? open_session(pool, request_deadline(pool), &wait, &error)
+		     : NULL;
 	if (s)
 		release(pool, s);
 	else if (error)
@@ -372,6 +489,7 @@ static gpointer warm_main(gpointer data)
 void imapfs_pool_warm(ImapfsPool *pool)
 {
 	g_mutex_lock(&pool->lock);
+	start_keeper(pool);
 	if (pool->cfg->connections > 1)
 		g_ptr_array_add(pool->warmers,
 				g_thread_new("pool-warm", warm_main, pool));
@@ -404,17 +522,6 @@ static gboolean select_mailbox(ImapfsSession *s, const char *mailbox,
 	return TRUE;
 }
 
-/* Errors after which the same request may succeed on a new connection. */
-static gboolean connection_error(const GError *error)
-{
-	return error->domain == IMAPFS_ERROR &&
-	       (error->code == IMAPFS_ERROR_DISCONNECTED ||
-		error->code == IMAPFS_ERROR_TIMEOUT ||
-		error->code == IMAPFS_ERROR_BYE ||
-		error->code == IMAPFS_ERROR_PROTOCOL ||
-		error->code == IMAPFS_ERROR_TLS);
-}
-
 /* After one connection turned out dead, the idle ones, as old, likely
  * are too (a suspended laptop, a NAT timeout): drop them all rather
  * than discover it one timeout at a time. */
@@ -433,71 +540,293 @@ static void drop_idle(ImapfsPool *pool)
 		imapfs_session_free(s);
 }
 
-/* *called_r tells whether @func ran: before that, nothing was changed
- * and a retry is safe even for a change. */
+/*
+ * One attempt: a session, @mailbox selected, then @func; or, with
+ * @check, first the question whether an earlier @func whose reply was
+ * lost did its work, and @func only if not. *called_r tells whether
+ * @func ran: before that, nothing was changed and a retry is safe even
+ * for a change.
+ */
 static gboolean run_once(ImapfsPool *pool, const char *mailbox,
-			 guint32 uidvalidity, gboolean write,
-			 gboolean force_new, ImapfsPoolFunc func, gpointer data,
-			 gboolean *fresh_r, gboolean *called_r, GError **error)
+			 guint32 uidvalidity, guint how, gint64 deadline,
+			 ImapfsPoolFunc func, ImapfsPoolCheckFunc check,
+			 gpointer data, gboolean *fresh_r, gboolean *called_r,
+			 GError **error)
 {
-	ImapfsSession *s = acquire(pool, mailbox, force_new, fresh_r, error);
+	ImapfsSession *s =
+		acquire(pool, mailbox, deadline, how, fresh_r, error);
+	ImapfsOutcome outcome = IMAPFS_OUTCOME_NOT_DONE;
 	gboolean ok;
 
 	*called_r = FALSE;
 	if (s == NULL)
 		return FALSE;
-	ok = select_mailbox(s, mailbox, uidvalidity, write, error);
-	if (ok) {
+	imapfs_session_set_timeout(s, patience_ms(pool, deadline));
+	ok = select_mailbox(s, mailbox, uidvalidity, how & RUN_WRITE, error);
+	if (ok && check) {
+		outcome = check(s, data, error);
+		imapfs_trace(IMAPFS_TRACE_POOL, "pool: the change was %s",
+			     outcome == IMAPFS_OUTCOME_DONE	  ? "made"
+			     : outcome == IMAPFS_OUTCOME_NOT_DONE ? "not made"
+								  : "?");
+		ok = outcome != IMAPFS_OUTCOME_UNKNOWN;
+	}
+	if (ok && outcome == IMAPFS_OUTCOME_NOT_DONE) {
 		*called_r = TRUE;
 		ok = func(s, data, error);
 	}
+	imapfs_session_set_timeout(s, pool->cfg->timeout * 1000);
 	release(pool, s);
 	return ok;
 }
 
+/* Sleeps @pause, or until @deadline, the mount goes or the request is
+ * interrupted (then FALSE with the error). */
+static gboolean pause_until(ImapfsPool *pool, gint64 pause, gint64 deadline,
+			    GError **error)
+{
+	gint64 until = MIN(g_get_monotonic_time() + pause, deadline);
+
+	g_mutex_lock(&pool->lock);
+	while (!pool->shut_down && g_get_monotonic_time() < until &&
+	       imapfs_cancel_check(error))
+		g_cond_wait_until(&pool->keeper_wake, &pool->lock,
+				  imapfs_cancel_slice(until));
+	gboolean ok = !pool->shut_down && imapfs_cancel_check(error);
+	g_mutex_unlock(&pool->lock);
+	if (!ok && error && *error == NULL)
+		fail_shut_down(error);
+	return ok;
+}
+
+/* @pause jittered: between half and all of it. */
+static gint64 jitter(gint64 pause)
+{
+	return pause / 2 + g_random_int_range(0, (gint32)(pause / 2) + 1);
+}
+
+/* Whether to try a failed request again. */
+static gboolean worth_retrying(ImapfsPool *pool, const GError *error,
+			       gboolean fresh, gint64 deadline)
+{
+	g_mutex_lock(&pool->lock);
+	gboolean shut_down = pool->shut_down;
+	g_mutex_unlock(&pool->lock);
+	if (shut_down || !imapfs_error_is_connection(error) ||
+	    g_get_monotonic_time() >= deadline)
+		return FALSE;
+	/* A server that breaks off or garbles a fresh connection at the
+	 * same request will do it again: no use asking until the timeout. */
+	return !(fresh && (error->code == IMAPFS_ERROR_PROTOCOL ||
+			   error->code == IMAPFS_ERROR_BYE));
+}
+
+/*
+ * Runs @func until it worked, or failed for a reason other than the
+ * connection, or the request's time is up. A dropped connection is
+ * replaced (the mailbox selected again and its UIDVALIDITY checked) and
+ * the request repeated, when @idempotent or @func had not run yet; a
+ * change whose reply was lost is only ever repeated after @check said it
+ * was not made. Repeated failures on fresh connections back off.
+ */
 static gboolean run_with(ImapfsPool *pool, const char *mailbox,
-			 guint32 uidvalidity, gboolean idempotent,
-			 gboolean write, ImapfsPoolFunc func, gpointer data,
+			 guint32 uidvalidity, guint how, ImapfsPoolFunc func,
+			 ImapfsPoolCheckFunc check, gpointer data,
 			 GError **error)
 {
-	GError *local = NULL;
-	gboolean fresh = FALSE, called;
+	gboolean idempotent = how & RUN_IDEMPOTENT;
+	gint64 deadline = request_deadline(pool), pause = BACKOFF_FIRST / 2;
+	gboolean checking = FALSE;
 
-	if (run_once(pool, mailbox, uidvalidity, write, FALSE, func, data,
-		     &fresh, &called, &local))
-		return TRUE;
-	if (!fresh && connection_error(local)) {
+	for (;;) {
+		GError *local = NULL;
+		gboolean fresh = FALSE, called;
+
+		if (run_once(pool, mailbox, uidvalidity, how, deadline, func,
+			     checking ? check : NULL, data, &fresh, &called,
+			     &local))
+			return TRUE;
+		if (called && !idempotent && check == NULL) {
+			g_propagate_error(error, local);
+			return FALSE;
+		}
+		checking = checking || (called && !idempotent);
+		if (!worth_retrying(pool, local, fresh, deadline)) {
+			g_propagate_error(error, local);
+			return FALSE;
+		}
 		drop_idle(pool);
-		if (idempotent || !called) {
-			imapfs_trace(IMAPFS_TRACE_POOL,
-				     "pool: retrying after: %s",
-				     local->message);
-			g_clear_error(&local);
-			return run_once(pool, mailbox, uidvalidity, write, TRUE,
-					func, data, &fresh, &called, error);
+		imapfs_trace(IMAPFS_TRACE_POOL, "pool: %s after: %s",
+			     checking ? "checking the change" : "retrying",
+			     local->message);
+		g_error_free(local);
+		if (fresh) {
+			pause = MIN(pause * 2, BACKOFF_MOST);
+			if (!pause_until(pool, jitter(pause), deadline, error))
+				return FALSE;
 		}
 	}
-	g_propagate_error(error, local);
-	return FALSE;
 }
 
 gboolean imapfs_pool_run(ImapfsPool *pool, const char *mailbox,
 			 guint32 uidvalidity, gboolean idempotent,
 			 ImapfsPoolFunc func, gpointer data, GError **error)
 {
-	return run_with(pool, mailbox, uidvalidity, idempotent, FALSE, func,
-			data, error);
+	return run_with(pool, mailbox, uidvalidity,
+			idempotent ? RUN_IDEMPOTENT : 0, func, NULL, data,
+			error);
+}
+
+gboolean imapfs_pool_run_cached(ImapfsPool *pool, const char *mailbox,
+				guint32 uidvalidity, ImapfsPoolFunc func,
+				gpointer data, GError **error)
+{
+	return run_with(pool, mailbox, uidvalidity, RUN_IDEMPOTENT | RUN_CACHED,
+			func, NULL, data, error);
+}
+
+static gboolean fail_read_only(ImapfsPool *pool, GError **error)
+{
+	if (!pool->cfg->read_only)
+		return FALSE;
+	g_set_error(error, IMAPFS_ERROR, IMAPFS_ERROR_READONLY,
+		    "the file system is mounted read-only");
+	return TRUE;
 }
 
 gboolean imapfs_pool_run_write(ImapfsPool *pool, const char *mailbox,
 			       guint32 uidvalidity, ImapfsPoolFunc func,
 			       gpointer data, GError **error)
 {
-	if (pool->cfg->read_only) {
-		g_set_error(error, IMAPFS_ERROR, IMAPFS_ERROR_READONLY,
-			    "the file system is mounted read-only");
-		return FALSE;
-	}
-	return run_with(pool, mailbox, uidvalidity, FALSE, TRUE, func, data,
+	return !fail_read_only(pool, error) &&
+	       run_with(pool, mailbox, uidvalidity, RUN_WRITE, func, NULL, data,
 			error);
+}
+
+gboolean imapfs_pool_run_change(ImapfsPool *pool, const char *mailbox,
+				guint32 uidvalidity, ImapfsPoolFunc func,
+				ImapfsPoolCheckFunc check, gpointer data,
+				GError **error)
+{
+	return !fail_read_only(pool, error) &&
+	       run_with(pool, mailbox, uidvalidity, RUN_WRITE, func, check,
+			data, error);
+}
+
+gboolean imapfs_pool_offline(ImapfsPool *pool)
+{
+	g_mutex_lock(&pool->lock);
+	gboolean offline = pool->offline;
+	g_mutex_unlock(&pool->lock);
+	return offline;
+}
+
+/* --- the keeper -----------------------------------------------------------
+ *
+ * One thread that, while the server is unreachable, tries to reconnect
+ * with backoff, and otherwise sends NOOP on every idle connection the
+ * server has been silent on for a timeout, so that a connection that died
+ * quietly (a suspended laptop, a NAT that forgot it) is found and replaced
+ * before a user's request waits on it.
+ */
+
+/* One attempt to reach the server again. Called locked; unlocks inside. */
+static void reconnect(ImapfsPool *pool)
+{
+	g_autoptr(GError) error = NULL;
+
+	if (pool->count >= current_limit(pool)) {
+		/* Busy sessions will come back (or fail) first. */
+		pool->retry_at = g_get_monotonic_time() + BACKOFF_FIRST;
+		return;
+	}
+	pool->count++;
+	g_mutex_unlock(&pool->lock);
+	ImapfsSession *s = login_new(pool, request_deadline(pool), &error);
+	g_mutex_lock(&pool->lock);
+	if (s == NULL)
+		pool->count--;
+	if (s == NULL && unreachable(error) && !pool->shut_down) {
+		g_free(pool->offline_why);
+		pool->offline_why = g_strdup(error->message);
+		pool->retry_at = g_get_monotonic_time() + jitter(pool->backoff);
+		pool->backoff = MIN(pool->backoff * 2, BACKOFF_MOST);
+		imapfs_trace(IMAPFS_TRACE_POOL, "pool: still offline: %s",
+			     error->message);
+		return;
+	}
+	/* Reached, or refused for another reason, which the requests
+	 * waiting now get to see when they try themselves. */
+	pool->offline = FALSE;
+	if (s) {
+		g_message("\"%s\" is reachable again", pool->cfg->host);
+		g_queue_push_head(&pool->idle, s);
+	}
+	g_cond_broadcast(&pool->available);
+}
+
+/* The idle sessions the server has been silent on since @before, taken
+ * out of the idle list. Called locked. */
+static GPtrArray *take_quiet(ImapfsPool *pool, gint64 before)
+{
+	GPtrArray *quiet = g_ptr_array_new();
+
+	for (GList *l = pool->idle.head, *next; l; l = next) {
+		next = l->next;
+		if (imapfs_session_heard_at(l->data) >= before)
+			continue;
+		g_ptr_array_add(quiet, l->data);
+		g_ptr_array_add(pool->busy, l->data);
+		g_queue_delete_link(&pool->idle, l);
+	}
+	return quiet;
+}
+
+/* NOOP on the quiet idle sessions; the dead ones are dropped by
+ * release(). Called locked; unlocks inside. */
+static void keep_alive(ImapfsPool *pool)
+{
+	gint64 every = (gint64)pool->cfg->timeout * G_TIME_SPAN_SECOND;
+	gint64 now = g_get_monotonic_time();
+	g_autoptr(GPtrArray) quiet = take_quiet(pool, now - every);
+
+	pool->noop_at = now + every;
+	g_mutex_unlock(&pool->lock);
+	for (guint i = 0; i < quiet->len; i++) {
+		g_autoptr(GError) error = NULL;
+		if (!imapfs_session_noop(quiet->pdata[i], &error))
+			imapfs_trace(IMAPFS_TRACE_POOL, "pool: keepalive: %s",
+				     error->message);
+		release(pool, quiet->pdata[i]);
+	}
+	g_mutex_lock(&pool->lock);
+}
+
+static gpointer keeper_main(gpointer data)
+{
+	ImapfsPool *pool = data;
+
+	g_mutex_lock(&pool->lock);
+	pool->noop_at = g_get_monotonic_time() +
+			(gint64)pool->cfg->timeout * G_TIME_SPAN_SECOND;
+	while (!pool->shut_down) {
+		gint64 now = g_get_monotonic_time();
+		gint64 next = pool->offline ? pool->retry_at : pool->noop_at;
+		if (now < next)
+			g_cond_wait_until(&pool->keeper_wake, &pool->lock,
+					  next);
+		else if (pool->offline)
+			reconnect(pool);
+		else
+			keep_alive(pool);
+	}
+	g_mutex_unlock(&pool->lock);
+	return NULL;
+}
+
+/* Called locked. */
+static void start_keeper(ImapfsPool *pool)
+{
+	if (pool->keeper == NULL && !pool->shut_down)
+		pool->keeper = g_thread_new("pool-keeper", keeper_main, pool);
 }

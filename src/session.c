@@ -54,8 +54,10 @@ struct ImapfsSession {
 	char idle_tag[16];  /* IDLE's tag while it runs, else "" */
 	gboolean idle_news; /* news came before IDLE's continuation */
 	ImapfsMailboxState mbox;
-	char *bye_text; /* set when the server said BYE */
-	gint aborted;	/* atomic: imapfs_session_abort() was called */
+	char *bye_text;	 /* set when the server said BYE */
+	gint aborted;	 /* atomic: imapfs_session_abort() was called */
+	gint64 heard_at; /* monotonic: when the server last sent anything */
+	guint timeout_ms; /* how long the server may stay silent */
 };
 
 static const char *state_name(ImapfsSessionState state)
@@ -89,6 +91,7 @@ ImapfsSession *imapfs_session_new(const ImapfsConfig *cfg,
 	s->cfg = cfg;
 	s->tls = tls;
 	s->password = g_strdup(password);
+	s->timeout_ms = cfg->timeout * 1000;
 	s->parser = imapfs_parser_new(NULL);
 	s->rbuf = g_malloc(READ_CHUNK);
 	return s;
@@ -178,6 +181,7 @@ static gboolean fill_rbuf(ImapfsSession *s, GError **error)
 		return FALSE;
 	s->rbuf_pos = 0;
 	s->rbuf_len = n;
+	s->heard_at = g_get_monotonic_time();
 	return TRUE;
 }
 
@@ -1016,11 +1020,9 @@ static gboolean after_login(ImapfsSession *s, GError **error)
 
 static gboolean connect_stream(ImapfsSession *s, GError **error)
 {
-	guint timeout_ms = s->cfg->timeout * 1000;
-
 	enter_state(s, IMAPFS_SESSION_CONNECTING);
 	ImapfsStream *stream = imapfs_stream_connect(s->cfg->host, s->cfg->port,
-						     timeout_ms, error);
+						     s->timeout_ms, error);
 	if (stream == NULL) {
 		set_broken(s);
 		return FALSE;
@@ -2728,6 +2730,23 @@ gboolean imapfs_session_rename(ImapfsSession *s, const char *from,
 	return run_named(s, "RENAME", from, to, error);
 }
 
+gboolean imapfs_session_noop(ImapfsSession *s, GError **error)
+{
+	return run_simple(s, "NOOP", error);
+}
+
+gint64 imapfs_session_heard_at(ImapfsSession *s)
+{
+	return s->heard_at;
+}
+
+void imapfs_session_set_timeout(ImapfsSession *s, guint timeout_ms)
+{
+	s->timeout_ms = timeout_ms;
+	if (s->stream)
+		imapfs_stream_set_timeout(s->stream, timeout_ms);
+}
+
 gboolean imapfs_session_catch_up(ImapfsSession *s, guint32 uid, GError **error)
 {
 	if (s->selected == NULL || (s->mbox.uidnext && uid < s->mbox.uidnext))
@@ -2961,7 +2980,7 @@ gboolean imapfs_session_idle_wait(ImapfsSession *s, guint wait_ms,
 		g_autoptr(GError) local = NULL;
 		imapfs_stream_set_timeout(s->stream, wait_ms);
 		gboolean got = fill_rbuf(s, &local);
-		imapfs_stream_set_timeout(s->stream, s->cfg->timeout * 1000);
+		imapfs_stream_set_timeout(s->stream, s->timeout_ms);
 		if (!got &&
 		    g_error_matches(local, IMAPFS_ERROR, IMAPFS_ERROR_TIMEOUT))
 			return TRUE;

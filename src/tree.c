@@ -405,13 +405,37 @@ gboolean imapfs_tree_load(ImapfsTree *tree, GError **error)
 	return ok;
 }
 
+/* Whether a refresh that failed with @error may be answered from what
+ * the tree already has: the server could not be reached. Frees @error
+ * then (the cause was logged when the pool went offline). */
+static gboolean serve_cached(GError **error, GError *local)
+{
+	if (!imapfs_error_is_connection(local)) {
+		g_propagate_error(error, local);
+		return FALSE;
+	}
+	imapfs_trace(IMAPFS_TRACE_POOL, "serving a cached listing: %s",
+		     local->message);
+	g_error_free(local);
+	return TRUE;
+}
+
 static gboolean refresh_list(ImapfsTree *tree, GError **error)
 {
+	ListResult r = {0};
+	GError *local = NULL;
+
 	g_mutex_lock(&tree->lock);
 	gboolean fresh =
 		g_get_monotonic_time() - tree->listed_at < DIR_FRESH_US;
 	g_mutex_unlock(&tree->lock);
-	return fresh || imapfs_tree_load(tree, error);
+	if (fresh)
+		return TRUE;
+	if (!imapfs_pool_run_cached(tree->pool, NULL, 0, list_func, &r, &local))
+		return serve_cached(error, local);
+	gboolean ok = apply_list(tree, &r, error);
+	g_ptr_array_unref(r.entries);
+	return ok;
 }
 
 /* --- message listings
@@ -615,6 +639,8 @@ gboolean tree_refresh_messages(ImapfsTree *tree, const char *path,
 	gboolean skip = m == NULL || !m->selectable || m->server_name == NULL ||
 			(m->messages && max_age_us > 0 &&
 			 g_get_monotonic_time() - m->listed_at < max_age_us);
+	/* A listing to fall back on while the server is unreachable. */
+	gboolean cached = m && m->messages && max_age_us > 0;
 	if (!skip) {
 		r.server_name = g_strdup(m->server_name);
 		r.changes = m->changes;
@@ -626,10 +652,17 @@ gboolean tree_refresh_messages(ImapfsTree *tree, const char *path,
 	load_saved(tree, &r);
 	/* index_func EXAMINEs by itself: that is how it learns whether the
 	 * mailbox changed, so the pool must not select it first. */
-	gboolean ok = imapfs_pool_run(tree->pool, NULL, 0, TRUE, index_func, &r,
-				      error);
+	GError *local = NULL;
+	gboolean ok = cached ? imapfs_pool_run_cached(tree->pool, NULL, 0,
+						      index_func, &r, &local)
+			     : imapfs_pool_run(tree->pool, NULL, 0, TRUE,
+					       index_func, &r, &local);
 	if (ok)
 		apply_index(tree, path, &r);
+	else if (cached)
+		ok = serve_cached(error, local);
+	else
+		g_propagate_error(error, local);
 	if (r.loaded)
 		g_array_unref(r.loaded);
 	imapfs_listing_delta_free(r.delta);

@@ -44,8 +44,14 @@ typedef enum {
 	IMAPFS_ERROR_NOTPERMITTED, /* never possible: messages are immutable,
 				      INBOX stays */
 	IMAPFS_ERROR_CROSSDEVICE,  /* cannot move on the server: copy instead */
+	IMAPFS_ERROR_INTERRUPTED,  /* the user gave up (a FUSE interrupt) */
 } ImapfsErrorCode;
 
 GQuark imapfs_error_quark(void);
+
+/* Whether @error says the connection failed (the same request may work
+ * on another one): DISCONNECTED, TIMEOUT, BYE, PROTOCOL, TLS, CONNECT,
+ * RESOLVE. */
+gboolean imapfs_error_is_connection(const GError *error);
 
 G_END_DECLS

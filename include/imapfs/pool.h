@@ -4,12 +4,20 @@
  * out one caller at a time. A caller runs its work through
  * imapfs_pool_run(), which picks a session already on the wanted mailbox
  * when there is one (EXAMINE otherwise), replaces sessions that broke, and
- * retries idempotent work once on a fresh connection when a reused one
- * turns out to be dead.
+ * repeats idempotent work on a new connection until it works or the
+ * request's time (cfg->timeout from its start) is up.
  *
+ * When no connection can be made (refused, unreachable, timed out), the
+ * pool is offline: requests wait, each until its deadline, while one
+ * keeper thread tries again with jittered exponential backoff; the first
+ * connection that gets through ends it. While online, the keeper sends
+ * NOOP on idle connections the server has been silent on for a timeout,
+ * so that a dead one is replaced before a request waits on it.
+ *
+ * Every wait honours imapfs_cancel (a FUSE interrupt) and
+ * imapfs_pool_shutdown().
  * Threads: every function is thread-safe. pool->lock guards only the idle
- * list and counters; it is never held across network I/O. Callers wait at
- * most cfg->timeout for a free session.
+ * list, counters and offline state; it is never held across network I/O.
  * Ownership: the pool owns its sessions, the password (wiped on free) and
  * the TLS context; @cfg is borrowed and must outlive the pool.
  */
@@ -54,28 +62,72 @@ void imapfs_pool_warm(ImapfsPool *pool);
  * EXAMINEd on it first unless it already is; when @uidvalidity is non-zero
  * and the mailbox's UIDVALIDITY differs, fails with
  * IMAPFS_ERROR_UIDVALIDITY_CHANGED without calling @func. When @idempotent
- * and a reused session fails with DISCONNECTED, TIMEOUT, BYE or PROTOCOL,
- * the whole thing is retried once on a new connection.
+ * and the connection fails (imapfs_error_is_connection()), the whole thing
+ * is repeated on a new connection, with backoff after failures of new
+ * ones, until cfg->timeout after the call; then it fails with the last
+ * error (TIMEOUT while offline). INTERRUPTED when the request is.
  */
 gboolean imapfs_pool_run(ImapfsPool *pool, const char *mailbox,
 			 guint32 uidvalidity, gboolean idempotent,
 			 ImapfsPoolFunc func, gpointer data, GError **error);
 
+/* imapfs_pool_run() of idempotent work whose answer the caller already
+ * has, if older (a listing to refresh): while the server is unreachable
+ * (imapfs_pool_offline()) it fails at once with TIMEOUT instead of
+ * waiting, so that the caller serves what it has. */
+gboolean imapfs_pool_run_cached(ImapfsPool *pool, const char *mailbox,
+				guint32 uidvalidity, ImapfsPoolFunc func,
+				gpointer data, GError **error);
+
 /*
  * The same for a change: @mailbox (if any) is SELECTed rather than
  * EXAMINEd, and @func is never run twice (a change is not idempotent);
- * only a failure before @func ran is retried on a new connection. On a
+ * only a failure before @func ran is repeated on a new connection. On a
  * read-only mount it fails with IMAPFS_ERROR_READONLY and sends nothing.
  */
 gboolean imapfs_pool_run_write(ImapfsPool *pool, const char *mailbox,
 			       guint32 uidvalidity, ImapfsPoolFunc func,
 			       gpointer data, GError **error);
 
+/* What a change's check found on the server, after the connection broke
+ * before the change's reply came (imapfs_pool_run_change()). */
+typedef enum {
+	IMAPFS_OUTCOME_NOT_DONE, /* nothing happened: safe to send again */
+	IMAPFS_OUTCOME_DONE,	 /* the server did it (data filled in) */
+	IMAPFS_OUTCOME_UNKNOWN,	 /* cannot tell: the change fails (error) */
+} ImapfsOutcome;
+
+/* Looks on @session (a new connection, @mailbox SELECTed) whether the
+ * change that @data describes was made; on DONE it fills @data in as the
+ * change's own function would have (a new UID, ...). */
+typedef ImapfsOutcome (*ImapfsPoolCheckFunc)(ImapfsSession *session,
+					     gpointer data, GError **error);
+
+/*
+ * imapfs_pool_run_write() for a change whose reply may be lost: when
+ * @func fails with a connection error after it ran, a new connection is
+ * opened (waiting for the server within the timeout), @mailbox SELECTed,
+ * and @check asked what happened: DONE is success, NOT_DONE runs @func
+ * again on that connection, UNKNOWN fails (a check that loses its own
+ * connection is asked again). So a retry can neither duplicate nor lose
+ * a message. @func must record in @data, before it
+ * sends the change, what @check needs (UIDNEXT, ...).
+ */
+gboolean imapfs_pool_run_change(ImapfsPool *pool, const char *mailbox,
+				guint32 uidvalidity, ImapfsPoolFunc func,
+				ImapfsPoolCheckFunc check, gpointer data,
+				GError **error);
+
 /* A logged-in connection of its own for a caller that keeps it (the
  * watcher's IDLE): not counted against cfg->connections, never handed to
  * anyone else; free it with imapfs_session_free(). Fails at once after
  * imapfs_pool_shutdown(), and a login under way then is aborted. */
 ImapfsSession *imapfs_pool_open_extra(ImapfsPool *pool, GError **error);
+
+/* Whether the server is unreachable right now (a connection attempt
+ * failed, and no later one got through): a request for something cached
+ * should then use the cache rather than wait. Thread-safe. */
+gboolean imapfs_pool_offline(ImapfsPool *pool);
 
 /* Makes every blocked call fail promptly, and every later one fail at
  * once (unmount). Thread-safe. */

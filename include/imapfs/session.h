@@ -414,6 +414,19 @@ gboolean imapfs_session_delete(ImapfsSession *session, const char *mailbox,
 gboolean imapfs_session_rename(ImapfsSession *session, const char *from,
 			       const char *to, GError **error);
 
+/* NOOP: the server's chance to say what changed, and proof that the
+ * connection still works (keepalive). */
+gboolean imapfs_session_noop(ImapfsSession *session, GError **error);
+
+/* When the server last sent anything (monotonic µs; 0: never). */
+gint64 imapfs_session_heard_at(ImapfsSession *session);
+
+/* How long the server may stay silent on a command from now on (the
+ * default is cfg->timeout), and before imapfs_session_open() how long
+ * connecting and each step of the login may take: the pool shortens it
+ * for a request that has little of its time left. */
+void imapfs_session_set_timeout(ImapfsSession *session, guint timeout_ms);
+
 /*
  * A session that has had a mailbox open for a while has not heard of the
  * messages added since (on another connection, or by another client) and

@@ -3,6 +3,7 @@
 (LIST, EXAMINE, FETCH) is retried on the new one without the user seeing
 an error."""
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -51,16 +52,27 @@ def server_children(dovecot):
     return [int(p) for p in out.split()]
 
 
+@contextlib.contextmanager
+def silenced(dovecot):
+    """The connections open now go silent (their processes stopped), as
+    behind a dead link; new ones are served. Resumed on exit."""
+    stopped = server_children(dovecot)
+    assert stopped
+    for pid in stopped:
+        os.kill(pid, signal.SIGSTOP)
+    try:
+        yield stopped
+    finally:
+        for pid in stopped:
+            os.kill(pid, signal.SIGCONT)
+
+
 def test_sigterm_does_not_wait_for_a_silent_server(fresh_server, mount):
     m = mount(server=fresh_server)          # timeout=60 (the default)
     box = fresh_server.corpus['INBOX']
     inbox = os.path.join(m.mountpoint, 'INBOX')
     assert os.listdir(inbox)
-    stopped = server_children(fresh_server)
-    assert stopped
-    for pid in stopped:
-        os.kill(pid, signal.SIGSTOP)
-    try:
+    with silenced(fresh_server):
         msg = box.messages[max(box.messages)]
         reader = subprocess.Popen(['cat', os.path.join(inbox, msg.filename)],
                                   stdout=subprocess.DEVNULL,
@@ -71,6 +83,22 @@ def test_sigterm_does_not_wait_for_a_silent_server(fresh_server, mount):
         m.signal(signal.SIGTERM, timeout=10)
         assert time.monotonic() - t < 8
         assert reader.wait(timeout=10) != 0
+
+
+def test_open_file_keeps_working_across_a_drop(fresh_server, mount):
+    m = mount(server=fresh_server, options=['cafile=' + fresh_server.cafile,
+                                             'parts=no'])
+    box = fresh_server.corpus['INBOX'].messages
+    msg = max(box.values(), key=lambda x: len(x.data))
+    path = os.path.join(m.mountpoint, 'INBOX', msg.filename)
+    logins_before = fresh_server.log_text().count('Login:')
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECT)
+    try:
+        head = os.pread(fd, 4096, 0)
+        kick(fresh_server)
+        # O_DIRECT: the kernel keeps nothing, each read reaches imapfs.
+        rest = os.pread(fd, len(msg.data), len(head))
     finally:
-        for pid in stopped:
-            os.kill(pid, signal.SIGCONT)
+        os.close(fd)
+    assert head + rest == msg.data
+    assert fresh_server.log_text().count('Login:') > logins_before

@@ -1,0 +1,39 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/*
+ * Interrupting a blocked request: the FUSE layer tells each handler
+ * thread how to ask whether the request it serves was interrupted (the
+ * user pressed Ctrl-C), and every wait below it (a socket, a free
+ * connection, another thread's fetch, a reconnection) wakes at least
+ * every IMAPFS_CANCEL_SLICE_US to ask. Polling rather than a callback
+ * from the interrupting thread: nothing then outlives the request, and
+ * no lock is shared across layers.
+ *
+ * Threads: the question is per thread (thread-local); threads that serve
+ * no request (prefetch, watcher) never have one and are never
+ * interrupted.
+ */
+#pragma once
+
+#include <glib.h>
+
+G_BEGIN_DECLS
+
+/* The longest a wait goes without asking. */
+#define IMAPFS_CANCEL_SLICE_US (200 * G_TIME_SPAN_MILLISECOND)
+
+/* TRUE when the request @data stands for was interrupted. */
+typedef gboolean (*ImapfsCancelFunc)(gpointer data);
+
+/* Sets (NULL @func: clears) this thread's question. @data must stay valid
+ * until it is cleared. */
+void imapfs_cancel_set(ImapfsCancelFunc func, gpointer data);
+
+/* FALSE with IMAPFS_ERROR_INTERRUPTED when this thread's request was
+ * interrupted. */
+gboolean imapfs_cancel_check(GError **error);
+
+/* The end of the next wait slice: @deadline (monotonic µs) or sooner,
+ * when this thread has a question to ask. */
+gint64 imapfs_cancel_slice(gint64 deadline);
+
+G_END_DECLS
