@@ -13,7 +13,9 @@
 #include "imapfs/imap-parser.h"
 
 const ImapfsParserLimits imapfs_parser_default_limits = {
-	.max_line = 64 * 1024,
+	/* A BODYSTRUCTURE of the 2000 parts bodystructure.c accepts takes
+	 * over 120 KB on one line; max_response bounds the memory. */
+	.max_line = 1024 * 1024,
 	.max_depth = 64,
 	.max_literal = G_GUINT64_CONSTANT(4) << 30,
 	.max_inline_literal = 1024 * 1024,
@@ -420,6 +422,8 @@ static Step finish_literal(ImapfsParser *p)
 	else
 		arg->data = tok_steal(p, &arg->len);
 	p->state = ST_AFTER_ARG;
+	/* What follows a literal is a new line (RFC 9051 section 4.3). */
+	p->line_len = 0;
 	return add_arg(p, arg);
 }
 

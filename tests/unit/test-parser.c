@@ -758,7 +758,13 @@ static void test_limit_line(void)
 		      "0123456789012345678901234567890123456789)\r\n",
 		      "* 1 FETCH (BODY[] "
 		      "{40=0123456789012345678901234567890123456789})\n");
-	long_line = g_strnfill(70000, 'x');
+	/* each line between literals has the whole limit */
+	check_limited(&limits,
+		      "* 1 FETCH (A {1}\r\nx B 0123456789012 {1}\r\n"
+		      "y C 0123456789012)\r\n",
+		      "* 1 FETCH (A {1=x} B 0123456789012 {1=y} C "
+		      "0123456789012)\n");
+	long_line = g_strnfill(1100000, 'x');
 	long_line[0] = '*';
 	long_line[1] = ' ';
 	check(long_line, "ERROR: line too long");
