@@ -1616,6 +1616,8 @@ static char *emailid(const ImapfsArg *arg)
 
 typedef struct {
 	GPtrArray *out;
+	GHashTable *seen; /* UIDs in out */
+	guint32 first;
 	guint limit;
 	gboolean overflow;
 } MetaFetch;
@@ -1630,10 +1632,16 @@ static void on_meta(ImapfsSession *s, ImapfsResponse *resp, gpointer ctx)
 	    (fetch_item(items, "ENVELOPE") == NULL &&
 	     fetch_item(items, "BODYSTRUCTURE") == NULL))
 		return;
+	/* "n:*" also returns the last message when all UIDs are below n;
+	 * a repeat keeps the first reply. Neither is parsed. */
+	if (uid < mf->first ||
+	    g_hash_table_contains(mf->seen, GUINT_TO_POINTER(uid)))
+		return;
 	if (mf->out->len >= mf->limit) {
 		mf->overflow = TRUE;
 		return;
 	}
+	g_hash_table_add(mf->seen, GUINT_TO_POINTER(uid));
 	ImapfsMessageMeta *m = g_new0(ImapfsMessageMeta, 1);
 	m->uid = uid;
 	parse_envelope(fetch_item(items, "ENVELOPE"), &m->envelope);
@@ -1658,19 +1666,16 @@ GPtrArray *imapfs_session_fetch_meta(ImapfsSession *s, guint32 first,
 {
 	g_autoptr(GPtrArray) out =
 		g_ptr_array_new_with_free_func(imapfs_message_meta_free);
-	MetaFetch mf = {out, result_limit(s), FALSE};
+	g_autoptr(GHashTable) seen = g_hash_table_new(NULL, NULL);
+	MetaFetch mf = {out, seen, first, result_limit(s), FALSE};
 	Command cmd = {"UID FETCH", on_meta, NULL, &mf};
 
 	g_autofree char *line = g_strdup_printf(
 		"UID FETCH %u:* (UID ENVELOPE BODYSTRUCTURE%s)", MAX(first, 1),
 		imapfs_session_has(s, IMAPFS_CAP_OBJECTID) ? " EMAILID" : "");
 
-	/* "n:*" also returns the last message when all UIDs are below n. */
 	if (s->mbox.exists > 0 && !run(s, line, NULL, &cmd, error))
 		return NULL;
-	for (guint i = out->len; i-- > 0;)
-		if (((ImapfsMessageMeta *)out->pdata[i])->uid < first)
-			g_ptr_array_remove_index_fast(out, i);
 	if (mf.overflow) {
 		fail_overflow(s, error);
 		return NULL;
@@ -3022,5 +3027,65 @@ gboolean imapfs_session_idle_end(ImapfsSession *s, gboolean *changed_r,
 		if (!idle_response(s, resp, changed_r, error))
 			return FALSE;
 	}
+	return TRUE;
+}
+
+/* --- checking a change whose reply was lost -------------------------------
+ */
+
+gboolean imapfs_session_is_selected(ImapfsSession *s, const char *mailbox)
+{
+	return s->selected && mailbox && same_mailbox(s->selected, mailbox);
+}
+
+/* File bytes compared at a time by imapfs_session_same_body(). */
+#define SAME_CHUNK (256 * 1024)
+
+/* Whether the window of @uid at @offset holds @want (@len bytes) and,
+ * with @last, nothing after it. */
+static gboolean same_window(ImapfsSession *s, guint32 uid, guint64 offset,
+			    const guint8 *want, gsize len, gboolean last,
+			    gboolean *same_r, GError **error)
+{
+	g_autoptr(GByteArray) got = g_byte_array_sized_new(len + 1);
+	GError *local = NULL;
+
+	/* One byte more on the last window: the message must end there. */
+	if (!imapfs_session_fetch_body(s, uid, offset, len + (last ? 1 : 0),
+				       got, &local)) {
+		if (!g_error_matches(local, IMAPFS_ERROR,
+				     IMAPFS_ERROR_NONEXISTENT)) {
+			g_propagate_error(error, local);
+			return FALSE;
+		}
+		g_error_free(local);
+		*same_r = FALSE;
+		return TRUE;
+	}
+	*same_r = got->len == len && memcmp(got->data, want, len) == 0;
+	return TRUE;
+}
+
+gboolean imapfs_session_same_body(ImapfsSession *s, guint32 uid, int fd,
+				  guint64 size, gboolean *same_r,
+				  GError **error)
+{
+	g_autofree guint8 *in = g_malloc(SAME_CHUNK);
+	g_autofree guint8 *want = g_malloc(2 * SAME_CHUNK);
+	gboolean prev_cr = FALSE;
+	guint64 off = 0, wire = 0;
+
+	*same_r = TRUE;
+	do {
+		gsize n = MIN(SAME_CHUNK, size - off);
+		if (!pread_all(fd, in, n, off, error))
+			return FALSE;
+		gsize len = crlf_convert(in, n, &prev_cr, want);
+		off += n;
+		if (!same_window(s, uid, wire, want, len, off == size, same_r,
+				 error))
+			return FALSE;
+		wire += len;
+	} while (*same_r && off < size);
 	return TRUE;
 }

@@ -478,6 +478,196 @@ gboolean imapfs_tree_setattr(ImapfsTree *tree, guint64 ino,
 	return pd != NULL || tree_fail_noent(error, "new message");
 }
 
+/* --- changes whose reply was lost -----------------------------------------
+ *
+ * A change is never sent twice blindly: when the connection breaks
+ * before its reply, the pool asks the change's check, on a new
+ * connection, what the server did (imapfs_pool_run_change()).
+ */
+
+/* Where a change may add a message: the mailbox's UIDNEXT right before
+ * the change went out. Whatever the change added has a UID from there
+ * on; everything older is below. */
+typedef struct {
+	guint32 uidvalidity;
+	guint32 uidnext; /* 0: the server would not say */
+	gboolean sent;	 /* the change went out (or may have) */
+} Landing;
+
+/* Bytes at the start of two messages compared to tell a copy: the whole
+ * header of nearly any message. */
+#define COPY_HEAD (64 * 1024)
+
+/* Opens @mailbox now, whatever this session heard of it before: SELECT
+ * again if it is selected read-write, else EXAMINE. */
+static gboolean reopen(ImapfsSession *s, const char *mailbox,
+		       ImapfsMailboxState *state_r, GError **error)
+{
+	if (imapfs_session_is_selected(s, mailbox) &&
+	    imapfs_session_writable(s))
+		return imapfs_session_select(s, mailbox, state_r, error);
+	return imapfs_session_examine(s, mailbox, state_r, error);
+}
+
+/*
+ * Notes @mailbox's UIDNEXT in @l, right before a change that may add a
+ * message there. Asked of the server each time, not taken from what
+ * this session last heard: messages added since (on another connection,
+ * by another client) would leave that behind, and a message with the
+ * same bytes among them would pass for ours. STATUS on the selected
+ * mailbox would leave it (RFC 3501 6.3.10): that one is opened again
+ * instead. A server refusing either leaves uidnext 0: the change still
+ * goes, only its check cannot tell. FALSE on a broken connection.
+ */
+static gboolean note_landing(ImapfsSession *s, const char *mailbox, Landing *l,
+			     GError **error)
+{
+	ImapfsMailboxStatus st = {0};
+	ImapfsMailboxState now = {0};
+	GError *local = NULL;
+	gboolean ok;
+
+	memset(l, 0, sizeof(*l));
+	if (imapfs_session_is_selected(s, mailbox)) {
+		ok = reopen(s, mailbox, &now, &local);
+		st.uidvalidity = now.uidvalidity;
+		st.uidnext = now.uidnext;
+	} else {
+		ok = imapfs_session_status(s, mailbox, &st, &local);
+	}
+	if (!ok && !imapfs_session_is_usable(s)) {
+		g_propagate_error(error, local);
+		return FALSE;
+	}
+	g_clear_error(&local);
+	if (ok) {
+		l->uidvalidity = st.uidvalidity;
+		l->uidnext = st.uidnext;
+	}
+	return TRUE;
+}
+
+/* The messages that came to @mailbox since @l was noted; NULL when that
+ * cannot be told (no UIDNEXT then, or the mailbox was recreated). The
+ * mailbox is opened again: a session that had it open may not have
+ * heard of them yet. */
+static GArray *arrivals(ImapfsSession *s, const char *mailbox, const Landing *l,
+			GError **error)
+{
+	ImapfsMailboxState now;
+
+	if (l->uidnext == 0) {
+		fail(error, IMAPFS_ERROR_FAILED,
+		     "cannot tell whether the change was made",
+		     "the server did not say its UIDNEXT before");
+		return NULL;
+	}
+	if (!reopen(s, mailbox, &now, error))
+		return NULL;
+	if (now.uidvalidity != l->uidvalidity) {
+		fail(error, IMAPFS_ERROR_UIDVALIDITY_CHANGED,
+		     "cannot tell whether the change was made",
+		     "the mailbox was recreated meanwhile");
+		return NULL;
+	}
+	return imapfs_session_fetch_index_range(s, l->uidnext, 0, FALSE, 0,
+						error);
+}
+
+/* Message @uid of the selected mailbox as the server has it now: an
+ * array of it alone (size, date, flags), empty once it is gone. The
+ * mailbox is opened again first: the pool may hand a check a session
+ * that has had it open since before the change, and has not heard of
+ * what the change did. */
+static GArray *message_now(ImapfsSession *s, guint32 uid, GError **error)
+{
+	g_autofree char *mailbox = g_strdup(imapfs_session_selected(s));
+
+	if (mailbox && !reopen(s, mailbox, NULL, error))
+		return NULL;
+	return imapfs_session_fetch_index_range(s, uid, uid, FALSE, 0, error);
+}
+
+/*
+ * Whether @dest holds a copy of @src (a message of the selected mailbox)
+ * that arrived after @l was noted: the same size, the same INTERNALDATE
+ * (COPY keeps it, RFC 3501 6.4.7) and the same first COPY_HEAD bytes.
+ * Not every byte: the two are in different mailboxes, and comparing all
+ * would switch between them for each window; what matches all this is
+ * the same message, whoever copied it. DONE fills @got. Leaves @dest
+ * selected (SELECTed only if it was before).
+ */
+static ImapfsOutcome find_copy(ImapfsSession *s, const ImapfsMessageInfo *src,
+			       const char *dest, const Landing *l,
+			       ImapfsNewUid *got, GError **error)
+{
+	g_autoptr(GByteArray) head = g_byte_array_new();
+	g_autoptr(GByteArray) other = g_byte_array_new();
+
+	if (!imapfs_session_fetch_body(s, src->uid, 0, COPY_HEAD, head, error))
+		return IMAPFS_OUTCOME_UNKNOWN;
+	g_autoptr(GArray) news = arrivals(s, dest, l, error);
+	if (news == NULL)
+		return IMAPFS_OUTCOME_UNKNOWN;
+	for (guint i = 0; i < news->len; i++) {
+		const ImapfsMessageInfo *m =
+			&g_array_index(news, ImapfsMessageInfo, i);
+		if (m->size != src->size ||
+		    m->internaldate != src->internaldate)
+			continue;
+		g_byte_array_set_size(other, 0);
+		if (!imapfs_session_fetch_body(s, m->uid, 0, COPY_HEAD, other,
+					       error))
+			return IMAPFS_OUTCOME_UNKNOWN;
+		if (other->len == head->len &&
+		    memcmp(other->data, head->data, head->len) == 0) {
+			got->uidvalidity = l->uidvalidity;
+			got->uid = m->uid;
+			return IMAPFS_OUTCOME_DONE;
+		}
+	}
+	return IMAPFS_OUTCOME_NOT_DONE;
+}
+
+/* Back on @mailbox, SELECTed, after a check looked at another one: the
+ * change's own function, run again, expects it. */
+static gboolean back_to(ImapfsSession *s, const char *mailbox,
+			guint32 uidvalidity, GError **error)
+{
+	ImapfsMailboxState st;
+
+	if (imapfs_session_is_selected(s, mailbox) &&
+	    imapfs_session_writable(s))
+		return TRUE;
+	if (!imapfs_session_select(s, mailbox, &st, error))
+		return FALSE;
+	if (uidvalidity && st.uidvalidity != uidvalidity)
+		return fail(error, IMAPFS_ERROR_UIDVALIDITY_CHANGED,
+			    "cannot finish the change",
+			    "the mailbox was recreated meanwhile");
+	return TRUE;
+}
+
+/* Whether LIST @pattern shows a mailbox (not \NonExistent): any, or with
+ * @exact, that one (LIST takes '%' and '*' in a name as wildcards). */
+static gboolean listed(ImapfsSession *s, const char *pattern, const char *exact,
+		       gboolean *there_r, GError **error)
+{
+	g_autoptr(GPtrArray) list =
+		imapfs_session_list(s, "", pattern, FALSE, error);
+
+	*there_r = FALSE;
+	if (list == NULL)
+		return FALSE;
+	for (guint i = 0; i < list->len; i++) {
+		ImapfsListEntry *e = list->pdata[i];
+		if (!(e->flags & IMAPFS_MBOX_NONEXISTENT) &&
+		    (exact == NULL || strcmp(e->name, exact) == 0))
+			*there_r = TRUE;
+	}
+	return TRUE;
+}
+
 /* --- storing a new message --------------------------------------------------
  */
 
@@ -489,52 +679,68 @@ typedef struct {
 	gint64 mtime;
 	ImapfsMessageKey copy;
 	ImapfsNewUid got;
+	Landing landing; /* @mailbox's, before the APPEND or COPY */
 } StoreJob;
 
 /* Without UIDPLUS the server does not say which UID the message got:
- * the UIDs that appeared since @before, if exactly one, are it (with
+ * the UIDs that appeared since it was sent, if exactly one, are it (with
  * another client appending at the same moment nobody can tell; the
  * message then just shows on the next listing). The APPEND succeeded
  * whatever happens here. */
-static void find_appended(ImapfsSession *s, StoreJob *j,
-			  const ImapfsMailboxStatus *before)
+static void find_appended(ImapfsSession *s, StoreJob *j)
 {
-	g_autofree char *range = g_strdup_printf("UID %u:*", before->uidnext);
-	ImapfsMailboxState state;
-
-	if (!imapfs_session_examine(s, j->mailbox, &state, NULL) ||
-	    state.uidvalidity != before->uidvalidity)
-		return;
-	g_autoptr(GArray) uids = imapfs_session_uid_search(s, range, NULL);
-	guint32 found = 0, n = 0;
-	/* "n:*" also matches the highest UID when it is below n. */
-	for (guint i = 0; uids && i < uids->len; i++) {
-		guint32 uid = g_array_index(uids, guint32, i);
-		if (uid >= before->uidnext) {
-			found = uid;
-			n++;
-		}
-	}
-	if (n == 1) {
-		j->got.uidvalidity = before->uidvalidity;
-		j->got.uid = found;
+	g_autoptr(GArray) news = arrivals(s, j->mailbox, &j->landing, NULL);
+	if (news && news->len == 1) {
+		j->got.uidvalidity = j->landing.uidvalidity;
+		j->got.uid = g_array_index(news, ImapfsMessageInfo, 0).uid;
 	}
 }
 
 static gboolean append_func(ImapfsSession *s, gpointer data, GError **error)
 {
 	StoreJob *j = data;
-	ImapfsMailboxStatus before;
-	gboolean guess = !imapfs_session_has(s, IMAPFS_CAP_UIDPLUS);
 
-	if (guess && !imapfs_session_status(s, j->mailbox, &before, error))
+	if (!note_landing(s, j->mailbox, &j->landing, error))
 		return FALSE;
+	j->landing.sent = TRUE;
 	if (!imapfs_session_append(s, j->mailbox, j->fd, j->size, j->flags,
 				   j->mtime, &j->got, error))
 		return FALSE;
-	if (guess && j->got.uid == 0)
-		find_appended(s, j, &before);
+	if (j->got.uid == 0 && !imapfs_session_has(s, IMAPFS_CAP_UIDPLUS))
+		find_appended(s, j);
 	return TRUE;
+}
+
+/* The APPEND was made if a message with exactly its bytes arrived since
+ * it was sent; its UID is then the one APPENDUID would have given. The
+ * same size is not enough: another client may have appended meanwhile. */
+static ImapfsOutcome appended_check(ImapfsSession *s, gpointer data,
+				    GError **error)
+{
+	StoreJob *j = data;
+	guint64 wire;
+
+	if (!j->landing.sent)
+		return IMAPFS_OUTCOME_NOT_DONE;
+	g_autoptr(GArray) news = arrivals(s, j->mailbox, &j->landing, error);
+	if (news == NULL ||
+	    !imapfs_session_crlf_size(j->fd, j->size, &wire, error))
+		return IMAPFS_OUTCOME_UNKNOWN;
+	for (guint i = 0; i < news->len; i++) {
+		guint32 uid = g_array_index(news, ImapfsMessageInfo, i).uid;
+		gboolean same = FALSE;
+		if (g_array_index(news, ImapfsMessageInfo, i).size != wire)
+			continue;
+		if (!imapfs_session_same_body(s, uid, j->fd, j->size, &same,
+					      error))
+			return IMAPFS_OUTCOME_UNKNOWN;
+		if (same) {
+			j->got.uidvalidity = j->landing.uidvalidity;
+			j->got.uid = uid;
+			return IMAPFS_OUTCOME_DONE;
+		}
+	}
+	return IMAPFS_OUTCOME_NOT_DONE;
 }
 
 /* "OK No messages found" (Dovecot) is how a COPY or MOVE of a message
@@ -553,9 +759,38 @@ static gboolean copy_func(ImapfsSession *s, gpointer data, GError **error)
 	StoreJob *j = data;
 
 	if (!imapfs_session_catch_up(s, j->copy.uid, error) ||
-	    !imapfs_session_copy(s, j->copy.uid, j->mailbox, &j->got, error))
+	    !note_landing(s, j->mailbox, &j->landing, error))
+		return FALSE;
+	j->landing.sent = TRUE;
+	if (!imapfs_session_copy(s, j->copy.uid, j->mailbox, &j->got, error))
 		return FALSE;
 	return check_copied(s, j->got.uid, error);
+}
+
+/* The COPY was made if its copy arrived in the target (find_copy()). */
+static ImapfsOutcome copied_check(ImapfsSession *s, gpointer data,
+				  GError **error)
+{
+	StoreJob *j = data;
+
+	if (!j->landing.sent)
+		return IMAPFS_OUTCOME_NOT_DONE;
+	g_autoptr(GArray) src = message_now(s, j->copy.uid, error);
+	if (src == NULL)
+		return IMAPFS_OUTCOME_UNKNOWN;
+	if (src->len == 0) {
+		fail(error, IMAPFS_ERROR_FAILED,
+		     "cannot tell whether the message was copied",
+		     "it is no longer on the server");
+		return IMAPFS_OUTCOME_UNKNOWN;
+	}
+	ImapfsOutcome o =
+		find_copy(s, &g_array_index(src, ImapfsMessageInfo, 0),
+			  j->mailbox, &j->landing, &j->got, error);
+	if (o == IMAPFS_OUTCOME_NOT_DONE &&
+	    !back_to(s, j->copy.mailbox, j->copy.uidvalidity, error))
+		return IMAPFS_OUTCOME_UNKNOWN;
+	return o;
 }
 
 typedef struct {
@@ -574,20 +809,71 @@ static gboolean flags_func(ImapfsSession *s, gpointer data, GError **error)
 					  j->unchangedsince, &j->modseq, error);
 }
 
+/* Space separated @flags as a set, lower case, without \Recent. */
+static GHashTable *flag_set(const char *flags)
+{
+	GHashTable *set =
+		g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
+	g_auto(GStrv) words = g_strsplit(flags ? flags : "", " ", -1);
+
+	for (guint i = 0; words[i]; i++)
+		if (*words[i] && g_ascii_strcasecmp(words[i], "\\Recent") != 0)
+			g_hash_table_add(set, g_ascii_strdown(words[i], -1));
+	return set;
+}
+
+static gboolean same_flags(const char *a, const char *b)
+{
+	g_autoptr(GHashTable) x = flag_set(a);
+	g_autoptr(GHashTable) y = flag_set(b);
+	GHashTableIter iter;
+	gpointer flag;
+
+	if (g_hash_table_size(x) != g_hash_table_size(y))
+		return FALSE;
+	g_hash_table_iter_init(&iter, x);
+	while (g_hash_table_iter_next(&iter, &flag, NULL))
+		if (!g_hash_table_contains(y, flag))
+			return FALSE;
+	return TRUE;
+}
+
+/* The STORE was made if the message has exactly these flags. Otherwise
+ * it is sent again, with the same UNCHANGEDSINCE: had our first STORE
+ * been made, the flags would be ours, unless another client changed
+ * them after it, which [MODIFIED] then rightly reports. */
+static ImapfsOutcome flags_check(ImapfsSession *s, gpointer data,
+				 GError **error)
+{
+	FlagsJob *j = data;
+	g_autoptr(GArray) now = message_now(s, j->uid, error);
+
+	if (now == NULL)
+		return IMAPFS_OUTCOME_UNKNOWN;
+	/* Expunged meanwhile: a STORE does nothing there either way. */
+	if (now->len == 0 ||
+	    !same_flags(g_array_index(now, ImapfsMessageInfo, 0).flags,
+			j->flags))
+		return IMAPFS_OUTCOME_NOT_DONE;
+	j->modseq = g_array_index(now, ImapfsMessageInfo, 0).modseq;
+	return IMAPFS_OUTCOME_DONE;
+}
+
 /* A copy keeps the source's flags; flags set on the new file replace
  * them. */
 static gboolean store_by_copy(ImapfsTree *tree, StoreJob *j, GError **error)
 {
-	if (!imapfs_pool_run_write(tree->pool, j->copy.mailbox,
-				   j->copy.uidvalidity, copy_func, j, error))
+	if (!imapfs_pool_run_change(tree->pool, j->copy.mailbox,
+				    j->copy.uidvalidity, copy_func,
+				    copied_check, j, error))
 		return FALSE;
 	if (j->flags == NULL || j->got.uid == 0)
 		return TRUE;
 	FlagsJob f = {j->got.uid, j->flags, 0, 0};
 	g_autoptr(GError) local = NULL;
 	/* The copy is made: failing now would only invite a second one. */
-	if (!imapfs_pool_run_write(tree->pool, j->mailbox, j->got.uidvalidity,
-				   flags_func, &f, &local))
+	if (!imapfs_pool_run_change(tree->pool, j->mailbox, j->got.uidvalidity,
+				    flags_func, flags_check, &f, &local))
 		g_warning("copied to \"%s\", but its flags were not set: %s",
 			  j->mailbox, local->message);
 	return TRUE;
@@ -633,9 +919,10 @@ gboolean imapfs_tree_flush(ImapfsTree *tree, guint64 ino, gboolean retry,
 	g_mutex_unlock(&tree->lock);
 	if (!news || !ok)
 		return ok;
-	ok = j.copy.uid ? store_by_copy(tree, &j, error)
-			: imapfs_pool_run_write(tree->pool, NULL, 0,
-						append_func, &j, error);
+	ok = j.copy.uid
+		     ? store_by_copy(tree, &j, error)
+		     : imapfs_pool_run_change(tree->pool, NULL, 0, append_func,
+					      appended_check, &j, error);
 	g_mutex_lock(&tree->lock);
 	pd->busy = FALSE;
 	if (ok) {
@@ -721,8 +1008,12 @@ gboolean imapfs_tree_copy_range(ImapfsTree *tree, guint64 in, guint64 off_in,
 
 typedef struct {
 	guint32 uid;
-	char *dest;	/* server name; NULL: expunge */
-	gboolean taken; /* the target name is another message's */
+	const char *source;  /* its mailbox (server name) */
+	guint32 uidvalidity; /* the source's */
+	char *dest;	     /* server name; NULL: expunge */
+	gboolean taken;	     /* the target name is another message's */
+	gboolean copying;    /* by UID COPY, STORE, UID EXPUNGE */
+	Landing landing;     /* @dest's, before the change */
 	ImapfsNewUid got;
 } MoveJob;
 
@@ -755,13 +1046,23 @@ static gboolean delete_func(ImapfsSession *s, gpointer data, GError **error)
 	       expunge_one(s, j->uid, error);
 }
 
-/* COPY, then \Deleted and UID EXPUNGE of the source; a failure after the
- * copy takes \Deleted back, so the source stays as it was. */
-static gboolean copy_delete(ImapfsSession *s, MoveJob *j, GError **error)
+/* rm was made if the UID is gone. If not, it is sent again: STORE and
+ * UID EXPUNGE name that UID only. */
+static ImapfsOutcome expunged_check(ImapfsSession *s, gpointer data,
+				    GError **error)
 {
-	if (!imapfs_session_copy(s, j->uid, j->dest, &j->got, error) ||
-	    !check_copied(s, j->got.uid, error))
-		return FALSE;
+	MoveJob *j = data;
+	g_autoptr(GArray) now = message_now(s, j->uid, error);
+
+	if (now == NULL)
+		return IMAPFS_OUTCOME_UNKNOWN;
+	return now->len ? IMAPFS_OUTCOME_NOT_DONE : IMAPFS_OUTCOME_DONE;
+}
+
+/* The second half of a move by copy: the source goes. A failure takes
+ * \Deleted back, so the source stays as it was. */
+static gboolean remove_copied(ImapfsSession *s, MoveJob *j, GError **error)
+{
 	if (imapfs_session_set_deleted(s, j->uid, TRUE, error) &&
 	    imapfs_session_uid_expunge(s, j->uid, error))
 		return TRUE;
@@ -769,16 +1070,30 @@ static gboolean copy_delete(ImapfsSession *s, MoveJob *j, GError **error)
 	return FALSE;
 }
 
+static gboolean copy_delete(ImapfsSession *s, MoveJob *j, GError **error)
+{
+	if (!note_landing(s, j->dest, &j->landing, error))
+		return FALSE;
+	j->copying = j->landing.sent = TRUE;
+	return imapfs_session_copy(s, j->uid, j->dest, &j->got, error) &&
+	       check_copied(s, j->got.uid, error) && remove_copied(s, j, error);
+}
+
 static gboolean move_func(ImapfsSession *s, gpointer data, GError **error)
 {
 	MoveJob *j = data;
 
+	memset(&j->landing, 0, sizeof(j->landing));
+	memset(&j->got, 0, sizeof(j->got));
+	j->copying = FALSE;
 	if (!imapfs_session_catch_up(s, j->uid, error))
 		return FALSE;
-	if (imapfs_session_has(s, IMAPFS_CAP_MOVE))
+	if (imapfs_session_has(s, IMAPFS_CAP_MOVE)) {
+		j->landing.sent = TRUE;
 		return imapfs_session_move(s, j->uid, j->dest, &j->got,
 					   error) &&
 		       check_copied(s, j->got.uid, error);
+	}
 	if (imapfs_session_has(s, IMAPFS_CAP_UIDPLUS))
 		return copy_delete(s, j, error);
 	/* mv then copies and deletes by itself, but first unlinks what has
@@ -790,6 +1105,43 @@ static gboolean move_func(ImapfsSession *s, gpointer data, GError **error)
 			    "target name is another message's");
 	return fail(error, IMAPFS_ERROR_CROSSDEVICE, "cannot move the message",
 		    "the server has neither MOVE nor UIDPLUS");
+}
+
+/*
+ * The move was made if the source UID is gone: its new UID, if COPYUID
+ * did not come, shows when the target is listed again. Still there
+ * after UID MOVE, one action (RFC 6851 3.1), it was not moved. Still
+ * there after a COPY: if the copy is in the target (COPYUID said so, or
+ * find_copy() finds it) only the source's removal is left to do, never
+ * a second COPY.
+ */
+static ImapfsOutcome moved_check(ImapfsSession *s, gpointer data,
+				 GError **error)
+{
+	MoveJob *j = data;
+	ImapfsOutcome o = IMAPFS_OUTCOME_DONE;
+
+	if (!j->landing.sent)
+		return IMAPFS_OUTCOME_NOT_DONE;
+	g_autoptr(GArray) src = message_now(s, j->uid, error);
+	if (src == NULL)
+		return IMAPFS_OUTCOME_UNKNOWN;
+	if (src->len == 0)
+		return IMAPFS_OUTCOME_DONE;
+	if (!j->copying)
+		return IMAPFS_OUTCOME_NOT_DONE;
+	if (j->got.uid == 0)
+		o = find_copy(s, &g_array_index(src, ImapfsMessageInfo, 0),
+			      j->dest, &j->landing, &j->got, error);
+	if (o == IMAPFS_OUTCOME_UNKNOWN ||
+	    !back_to(s, j->source, j->uidvalidity, error))
+		return IMAPFS_OUTCOME_UNKNOWN;
+	if (o == IMAPFS_OUTCOME_NOT_DONE)
+		return o;
+	imapfs_trace(IMAPFS_TRACE_POOL,
+		     "move: UID %u is copied already; removing it", j->uid);
+	return remove_copied(s, j, error) ? IMAPFS_OUTCOME_DONE
+					  : IMAPFS_OUTCOME_UNKNOWN;
 }
 
 /* The message @name in directory @parent: its mailbox (path and server
@@ -820,10 +1172,12 @@ static gboolean move_message(ImapfsTree *tree, const char *path,
 			     const char *dest_path, gboolean taken,
 			     GError **error)
 {
-	MoveJob j = {uid, (char *)dest, taken, {0}};
+	MoveJob j = {uid, server, uidvalidity, (char *)dest, taken};
 
-	if (!imapfs_pool_run_write(tree->pool, server, uidvalidity,
-				   dest ? move_func : delete_func, &j, error))
+	if (!imapfs_pool_run_change(tree->pool, server, uidvalidity,
+				    dest ? move_func : delete_func,
+				    dest ? moved_check : expunged_check, &j,
+				    error))
 		return FALSE;
 	forget_message(tree, path, uid);
 	if (dest_path)
@@ -1154,8 +1508,8 @@ gboolean imapfs_tree_set_flags(ImapfsTree *tree, guint64 ino, const char *flags,
 		return tree_fail_noent(error, "message");
 	j.uid = key.uid;
 	j.flags = norm;
-	if (!imapfs_pool_run_write(tree->pool, server, key.uidvalidity,
-				   flags_func, &j, error)) {
+	if (!imapfs_pool_run_change(tree->pool, server, key.uidvalidity,
+				    flags_func, flags_check, &j, error)) {
 		/* Another client changed it: learn its flags now, so
 		 * that a retry after a look at them can succeed. */
 		if (g_error_matches(*error, IMAPFS_ERROR,
@@ -1233,6 +1587,52 @@ static gboolean create_func(ImapfsSession *s, gpointer data, GError **error)
 	return imapfs_session_create(s, ((MailboxJob *)data)->name, error);
 }
 
+/* CREATE, DELETE and RENAME were made if LIST shows it: the name there,
+ * gone, or the one gone and the other there. This is @if_there or
+ * @if_gone as LIST shows @name or not. */
+static ImapfsOutcome by_list(ImapfsSession *s, const char *name,
+			     ImapfsOutcome if_there, ImapfsOutcome if_gone,
+			     GError **error)
+{
+	gboolean there;
+
+	if (!listed(s, name, name, &there, error))
+		return IMAPFS_OUTCOME_UNKNOWN;
+	return there ? if_there : if_gone;
+}
+
+static ImapfsOutcome created_check(ImapfsSession *s, gpointer data,
+				   GError **error)
+{
+	return by_list(s, ((MailboxJob *)data)->name, IMAPFS_OUTCOME_DONE,
+		       IMAPFS_OUTCOME_NOT_DONE, error);
+}
+
+/* Not done, DELETE is sent again after the same look at what the
+ * mailbox holds. */
+static ImapfsOutcome deleted_check(ImapfsSession *s, gpointer data,
+				   GError **error)
+{
+	return by_list(s, ((MailboxJob *)data)->name, IMAPFS_OUTCOME_NOT_DONE,
+		       IMAPFS_OUTCOME_DONE, error);
+}
+
+static ImapfsOutcome renamed_check(ImapfsSession *s, gpointer data,
+				   GError **error)
+{
+	MailboxJob *j = data;
+	gboolean from, to;
+
+	if (!listed(s, j->name, j->name, &from, error) ||
+	    !listed(s, j->to, j->to, &to, error))
+		return IMAPFS_OUTCOME_UNKNOWN;
+	if (from != to)
+		return to ? IMAPFS_OUTCOME_DONE : IMAPFS_OUTCOME_NOT_DONE;
+	fail(error, IMAPFS_ERROR_FAILED, "cannot tell whether it was renamed",
+	     from ? "both names are there" : "neither name is there");
+	return IMAPFS_OUTCOME_UNKNOWN;
+}
+
 gboolean imapfs_tree_mkdir(ImapfsTree *tree, guint64 parent, const char *name,
 			   ImapfsAttr *attr, GError **error)
 {
@@ -1242,8 +1642,8 @@ gboolean imapfs_tree_mkdir(ImapfsTree *tree, guint64 parent, const char *name,
 	MailboxJob j = {server};
 
 	if (server == NULL ||
-	    !imapfs_pool_run_write(tree->pool, NULL, 0, create_func, &j,
-				   error) ||
+	    !imapfs_pool_run_change(tree->pool, NULL, 0, create_func,
+				    created_check, &j, error) ||
 	    !imapfs_tree_load(tree, error))
 		return FALSE;
 	return imapfs_tree_lookup(tree, parent, name, attr, error);
@@ -1260,16 +1660,7 @@ static gboolean has_children(ImapfsSession *s, const char *name, char delim,
 	*children_r = FALSE;
 	if (delim == '\0')
 		return TRUE;
-	g_autoptr(GPtrArray) list =
-		imapfs_session_list(s, "", pat, FALSE, error);
-	if (list == NULL)
-		return FALSE;
-	for (guint i = 0; i < list->len; i++) {
-		ImapfsListEntry *e = list->pdata[i];
-		if (!(e->flags & IMAPFS_MBOX_NONEXISTENT))
-			*children_r = TRUE;
-	}
-	return TRUE;
+	return listed(s, pat, NULL, children_r, error);
 }
 
 static gboolean emptiness_func(ImapfsSession *s, gpointer data, GError **error)
@@ -1352,8 +1743,8 @@ gboolean imapfs_tree_rmdir(ImapfsTree *tree, guint64 parent, const char *name,
 	g_mutex_unlock(&tree->lock);
 
 	if (server == NULL ||
-	    !imapfs_pool_run_write(tree->pool, NULL, 0, delete_mailbox_func, &j,
-				   error))
+	    !imapfs_pool_run_change(tree->pool, NULL, 0, delete_mailbox_func,
+				    deleted_check, &j, error))
 		return FALSE;
 	return imapfs_tree_load(tree, error);
 }
@@ -1379,7 +1770,8 @@ static gboolean rename_mailbox(ImapfsTree *tree, guint64 parent,
 	MailboxJob j = {server, to};
 
 	if (to == NULL ||
-	    !imapfs_pool_run_write(tree->pool, NULL, 0, rename_func, &j, error))
+	    !imapfs_pool_run_change(tree->pool, NULL, 0, rename_func,
+				    renamed_check, &j, error))
 		return FALSE;
 	return imapfs_tree_load(tree, error);
 }

@@ -97,7 +97,7 @@ typedef enum {
 	IMAPFS_OUTCOME_UNKNOWN,	 /* cannot tell: the change fails (error) */
 } ImapfsOutcome;
 
-/* Looks on @session (a new connection, @mailbox SELECTed) whether the
+/* Looks on @session (another connection, @mailbox SELECTed) whether the
  * change that @data describes was made; on DONE it fills @data in as the
  * change's own function would have (a new UID, ...). */
 typedef ImapfsOutcome (*ImapfsPoolCheckFunc)(ImapfsSession *session,
@@ -105,9 +105,10 @@ typedef ImapfsOutcome (*ImapfsPoolCheckFunc)(ImapfsSession *session,
 
 /*
  * imapfs_pool_run_write() for a change whose reply may be lost: when
- * @func fails with a connection error after it ran, a new connection is
- * opened (waiting for the server within the timeout), @mailbox SELECTed,
- * and @check asked what happened: DONE is success, NOT_DONE runs @func
+ * @func fails with a connection error after it ran, another connection
+ * is taken (waiting for the server within the timeout; it may be an
+ * older one that had @mailbox selected before the change, so @check must
+ * look afresh), @mailbox SELECTed, and @check asked what happened: DONE is success, NOT_DONE runs @func
  * again on that connection, UNKNOWN fails (a check that loses its own
  * connection is asked again). So a retry can neither duplicate nor lose
  * a message. @func must record in @data, before it

@@ -229,7 +229,8 @@ typedef struct {
  * UID FETCH @first:* (UID ENVELOPE BODYSTRUCTURE), with EMAILID when the
  * server has OBJECTID, on the selected mailbox,
  * in one command: a GPtrArray of ImapfsMessageMeta * by ascending UID
- * (free function set), only UIDs from @first on. A BODYSTRUCTURE the
+ * (free function set), only UIDs from @first on, each once (a repeated
+ * reply is ignored). A BODYSTRUCTURE the
  * parser refuses leaves structure NULL for that message only.
  */
 GPtrArray *imapfs_session_fetch_meta(ImapfsSession *session, guint32 first,
@@ -455,6 +456,26 @@ gboolean imapfs_session_status_many(ImapfsSession *session,
 				    const char *const *mailboxes, guint n,
 				    ImapfsMailboxStatus *status,
 				    gboolean *found, GError **error);
+
+/* --- checking a change whose reply was lost -------------------------------
+ */
+
+/* Whether @mailbox (a server name; INBOX in any case) is the selected
+ * one. */
+gboolean imapfs_session_is_selected(ImapfsSession *session,
+				    const char *mailbox);
+
+/*
+ * Whether message @uid of the selected mailbox holds exactly the bytes
+ * imapfs_session_append() sends for the @size bytes at the start of @fd
+ * (bare LF as CRLF): the test of whether an APPEND whose reply was lost
+ * was made. Compared window by window (BODY.PEEK, never \Seen), so that
+ * memory stays bounded whatever the size. *@same_r is FALSE from the
+ * first difference on, and for a message no longer there.
+ */
+gboolean imapfs_session_same_body(ImapfsSession *session, guint32 uid, int fd,
+				  guint64 size, gboolean *same_r,
+				  GError **error);
 
 /* --- waiting for news (IDLE, RFC 2177) -------------------------------------
  *

@@ -120,13 +120,29 @@ def plain_srv(ca):
     yield from _server(ca, tls=False)
 
 
-@pytest.fixture
-def proxy(plain_srv):
-    p = tcp_proxy.CuttingProxy(plain_srv.imap_port).start()
+def _proxy(server):
+    p = tcp_proxy.CuttingProxy(server.imap_port).start()
     try:
         yield p
     finally:
         p.stop()
+
+
+@pytest.fixture
+def proxy(plain_srv):
+    yield from _proxy(plain_srv)
+
+
+@pytest.fixture
+def plain_no_move(ca):
+    """plain_srv without MOVE: moves go by COPY, STORE and UID EXPUNGE."""
+    yield from _server(ca, tls=False, check=_check_hidden('no-move'),
+                       imap_capability=F.capabilities_without('MOVE'))
+
+
+@pytest.fixture
+def no_move_proxy(plain_no_move):
+    yield from _proxy(plain_no_move)
 
 
 # -- helpers ---------------------------------------------------------------
@@ -780,7 +796,8 @@ def test_mv_without_uidplus_never_clears_the_target_name(capped_server,
     assert b'File exists' in r.stderr, r.stderr
     assert box(srv, 'Archive')[uid].data == \
         srv.corpus['Archive'].messages[uid].data
-    assert box(srv, 'INBOX')[uid].data == srv.corpus['INBOX'].messages[uid].data
+    assert box(srv, 'INBOX')[uid].data == \
+        srv.corpus['INBOX'].messages[uid].data
     assert sent(m, r'^UID (COPY|STORE|EXPUNGE)') == []
 
 
@@ -1163,27 +1180,58 @@ def through_proxy(mount, server, proxy):
                  options=['allow_plaintext'], debug=True)
 
 
-@pytest.mark.parametrize('cut', ['mid-literal', 'reply-lost'])
-def test_append_cut_off(plain_srv, proxy, mount, tmp_path, cut):
+def arm(proxy, trigger, cut):
+    """Cut a command matching `trigger`: one byte into it ('mid-...'),
+    so that the server never runs it, or ('reply-lost') once the server
+    has run it, before its reply reaches imapfs."""
+    if cut == 'reply-lost':
+        proxy.arm(trigger, reply=True)
+    else:
+        proxy.arm(trigger, after=1)
+
+
+def cut_off(proxy, call):
+    """call() with the proxy armed: it must have cut once and succeeded."""
+    cuts = proxy.cuts
+    r = call()
+    assert proxy.cuts == cuts + 1, 'the command never went through the proxy'
+    assert r.returncode == 0, r.stderr.decode(errors='replace')
+    return r
+
+
+@pytest.mark.parametrize('cut', ['mid-literal', 'reply-lost', 'twin',
+                                 'reply-lost-big-lf'])
+def test_append_cut_off(plain_srv, proxy, mount, cut):
+    """Whatever became of the APPEND, close() succeeds and the message is
+    there once, with its flags: looked for (the same bytes, arrived after
+    it was sent) before it is sent again. 'twin': the same bytes were
+    appended by another client after the mount opened INBOX; they are
+    not taken for ours. 'big-lf': compared window by window, with its
+    bare LFs as sent (CRLF)."""
     m = through_proxy(mount, plain_srv, proxy)
-    data = message('append cut off (%s)' % cut, lines=800)
-    (tmp_path / 'x.eml').write_bytes(data)
+    if cut.endswith('big-lf'):
+        data = message('append cut off (%s)' % cut, lines=20000, nl=b'\n')
+    else:
+        data = message('append cut off (%s)' % cut, lines=800)
     inbox = os.path.join(m.mountpoint, 'INBOX')
     assert emls(inbox)
-    if cut == 'mid-literal':
-        proxy.arm(rb' APPEND ', after=2000)
-    else:
+    twins = 0
+    if cut == 'twin':
+        append(plain_srv, 'INBOX', data)
+        twins = 1
+    if cut.startswith('reply-lost'):
         proxy.arm(rb' APPEND ', reply=True)
-    r = tool('cp', tmp_path / 'x.eml', inbox + '/', check=False, timeout=90)
-    assert proxy.cuts == 1, 'the APPEND never went through the proxy'
-    where = copies(plain_srv, data)
-    if r.returncode == 0:
-        assert [w[0] for w in where] == ['INBOX'], where
-        assert '%d.eml' % where[0][1] in emls(inbox)
     else:
-        assert len(where) <= 1, where
-        if cut == 'mid-literal':
-            assert where == []
+        proxy.arm(rb' APPEND ', after=2000)
+    create_write_close(os.path.join(inbox, 'x.eml'), data, lambda fd:
+                       os.setxattr(fd, FLAGS, b'\\Flagged $Cut'))
+    assert proxy.cuts == 1, 'the APPEND never went through the proxy'
+    where = copies(plain_srv, crlf(data))
+    assert [w[0] for w in where] == ['INBOX'] * (1 + twins), where
+    assert where[-1][2] == {'\\Flagged', '$Cut'}
+    assert len(sent(m, r'^APPEND ')) == \
+        (1 if cut.startswith('reply-lost') else 2)
+    assert '%d.eml' % where[-1][1] in emls(inbox)
     # The other messages are untouched, and the mount still works.
     corpus = plain_srv.corpus['INBOX'].messages
     assert {u: msg.data for u, msg in box(plain_srv, 'INBOX').items()
@@ -1198,23 +1246,145 @@ def test_move_cut_off(plain_srv, proxy, mount, cut):
     root = m.mountpoint
     assert '2.eml' in emls(os.path.join(root, 'INBOX'))
     assert emls(os.path.join(root, 'Archive'))
-    if cut == 'mid-command':
-        proxy.arm(rb' UID MOVE ', after=1)
-    else:
-        proxy.arm(rb' UID MOVE ', reply=True)
-    r = tool('mv', 'INBOX/2.eml', 'Archive/', cwd=root, check=False,
-             timeout=90)
-    assert proxy.cuts == 1, 'no UID MOVE went through the proxy'
+    arm(proxy, rb' UID MOVE 2 ', cut)
+    cut_off(proxy, lambda: tool('mv', 'INBOX/2.eml', 'Archive/', cwd=root,
+                                check=False, timeout=90))
     where = copies(plain_srv, src.data)
-    assert len(where) == 1, where
-    mailbox, uid, flags = where[0]
-    assert '\\Deleted' not in flags
-    if r.returncode == 0:
-        assert mailbox == 'Archive'
-        assert '2.eml' not in os.listdir(os.path.join(root, 'INBOX'))
-        assert '%d.eml' % uid in emls(os.path.join(root, 'Archive'))
-    elif mailbox == 'INBOX':
-        assert uid == 2 and flags == flagset(src)
+    assert [(w[0], w[2]) for w in where] == [('Archive', flagset(src))]
+    assert len(sent(m, r'^UID MOVE ')) == (1 if cut == 'reply-lost' else 2)
+    assert '2.eml' not in os.listdir(os.path.join(root, 'INBOX'))
+    assert '%d.eml' % where[0][1] in emls(os.path.join(root, 'Archive'))
+
+
+# The cuts of a move without MOVE (UID COPY, UID STORE \Deleted, UID
+# EXPUNGE): nothing copied yet, copied but COPYUID lost, COPYUID known,
+# all done but the reply lost.
+FALLBACK_CUTS = [(rb' UID COPY %d ', 'mid-command'),
+                 (rb' UID COPY %d ', 'reply-lost'),
+                 (rb' UID STORE %d ', 'reply-lost'),
+                 (rb' UID EXPUNGE %d\r', 'reply-lost')]
+
+
+def test_mv_without_move_cut_off(plain_no_move, no_move_proxy, mount):
+    """Never a second copy, never the source left beside its copy: a
+    copy already in the target (the same size, date and start, arrived
+    after the COPY was sent) only needs the source removed."""
+    srv, proxy = plain_no_move, no_move_proxy
+    inbox = srv.corpus['INBOX'].messages
+    m = through_proxy(mount, srv, proxy)
+    root = m.mountpoint
+    assert emls(os.path.join(root, 'Archive'))
+    for uid, (trigger, cut) in zip(sorted(inbox), FALLBACK_CUTS):
+        arm(proxy, trigger % uid, cut)
+        cut_off(proxy, lambda: tool('mv', 'INBOX/%d.eml' % uid, 'Archive/',
+                                    cwd=root, check=False, timeout=90))
+        where = copies(srv, inbox[uid].data)
+        assert [(w[0], w[2]) for w in where] == \
+            [('Archive', flagset(inbox[uid]))], (cut, trigger, where)
+        assert '%d.eml' % uid not in os.listdir(os.path.join(root, 'INBOX'))
+        assert '%d.eml' % where[0][1] in emls(os.path.join(root, 'Archive'))
+    assert len(sent(m, r'^UID COPY ')) == len(FALLBACK_CUTS) + 1
+    assert not sent(m, r'^(?:UID MOVE|EXPUNGE|CLOSE)\b')
+    m.stop()
+    rest = {u: msg.data for u, msg in box(srv, 'INBOX').items()}
+    assert rest == {u: msg.data for u, msg in inbox.items()
+                    if u not in sorted(inbox)[:len(FALLBACK_CUTS)]}
+
+
+@pytest.mark.parametrize('cut', ['mid-command', 'reply-lost'])
+def test_cp_inside_the_mount_cut_off(plain_srv, proxy, mount, cut):
+    src = corpus_msg(plain_srv, 'INBOX', {'\\Answered', '\\Flagged',
+                                          '$Label1'})
+    m = through_proxy(mount, plain_srv, proxy)
+    arm(proxy, rb' UID COPY %d ' % src.uid, cut)
+    r = tool('cp', 'INBOX/' + src.filename, 'Archive/', cwd=m.mountpoint,
+             check=False, timeout=90)
+    assert r.returncode == 0, r.stderr.decode(errors='replace')
+    if proxy.cuts == 0:
+        pytest.skip('cp did not call copy_file_range here: no UID COPY')
+    where = copies(plain_srv, src.data)
+    assert sorted((w[0], w[2]) for w in where) == \
+        [('Archive', flagset(src)), ('INBOX', flagset(src))]
+    assert len(sent(m, r'^UID COPY ')) == (1 if cut == 'reply-lost' else 2)
+    new = [w[1] for w in where if w[0] == 'Archive']
+    assert '%d.eml' % new[0] in emls(os.path.join(m.mountpoint, 'Archive'))
+
+
+@pytest.mark.parametrize('cut', ['mid-command', 'reply-lost'])
+def test_rm_cut_off(plain_srv, proxy, mount, cut):
+    """rm succeeds once the UID is gone; a message another client flagged
+    \\Deleted stays (no bare EXPUNGE on the way)."""
+    inbox = plain_srv.corpus['INBOX'].messages
+    keep, gone = sorted(inbox)[:2]
+    other_client_flags_deleted(plain_srv, 'INBOX', keep)
+    m = through_proxy(mount, plain_srv, proxy)
+    root = m.mountpoint
+    assert '%d.eml' % gone in emls(os.path.join(root, 'INBOX'))
+    # Mid-command: the STORE never runs; reply lost: the EXPUNGE did.
+    if cut == 'reply-lost':
+        arm(proxy, rb' UID EXPUNGE %d\r' % gone, cut)
+    else:
+        arm(proxy, rb' UID STORE %d ' % gone, cut)
+    cut_off(proxy, lambda: tool('rm', 'INBOX/%d.eml' % gone, cwd=root,
+                                check=False, timeout=90))
+    assert '%d.eml' % gone not in os.listdir(os.path.join(root, 'INBOX'))
+    assert len(sent(m, r'^UID EXPUNGE ')) == 1
+    assert not sent(m, r'^(?:EXPUNGE|CLOSE)\b')
+    m.stop()
+    after = box(plain_srv, 'INBOX')
+    assert set(after) == set(inbox) - {gone}
+    assert '\\Deleted' in after[keep].flags
+    assert {u: msg.data for u, msg in after.items()} == \
+        {u: msg.data for u, msg in inbox.items() if u != gone}
+
+
+@pytest.mark.parametrize('cut', ['mid-command', 'reply-lost'])
+def test_setfattr_cut_off(plain_srv, proxy, mount, cut):
+    """The flags are looked at before the STORE is sent again, and the
+    STORE sent again keeps its UNCHANGEDSINCE without failing on it."""
+    src = corpus_msg(plain_srv, 'INBOX', {'\\Answered', '\\Flagged',
+                                          '$Label1'})
+    m = through_proxy(mount, plain_srv, proxy)
+    path = os.path.join(m.mountpoint, 'INBOX', src.filename)
+    tool('getfattr', '-n', FLAGS, path)
+    arm(proxy, rb' UID STORE %d ' % src.uid, cut)
+    cut_off(proxy, lambda: tool('setfattr', '-n', FLAGS, '-v',
+                                r'\Seen $Label2', path, check=False,
+                                timeout=90))
+    want = {'\\Seen', '$Label2'}
+    assert flagset(box(plain_srv, 'INBOX', bodies=False)[src.uid]) == want
+    assert set(os.getxattr(path, FLAGS).decode().split()) == want
+    stores = sent(m, r'^UID STORE %d ' % src.uid)
+    assert len(stores) == (1 if cut == 'reply-lost' else 2), stores
+    assert all('UNCHANGEDSINCE' in c for c in stores), stores
+
+
+@pytest.mark.parametrize('cut', ['mid-command', 'reply-lost'])
+def test_mailbox_changes_cut_off(plain_srv, proxy, mount, cut):
+    m = through_proxy(mount, plain_srv, proxy)
+    root = m.mountpoint
+
+    def path(name):
+        return os.path.join(root, name)
+
+    steps = [(rb' CREATE ', lambda: os.mkdir(path('Made')),
+              {'Made'}, set()),
+             (rb' RENAME ', lambda: os.rename(path('Made'), path('Named')),
+              {'Named'}, {'Made'}),
+             (rb' DELETE ', lambda: os.rmdir(path('Named')),
+              set(), {'Named'})]
+    for trigger, call, there, gone in steps:
+        arm(proxy, trigger, cut)
+        cuts = proxy.cuts
+        call()
+        assert proxy.cuts == cuts + 1, trigger
+        listed = selectable(mailboxes(plain_srv))
+        assert there <= listed and not gone & listed, (trigger, listed)
+        names = set(os.listdir(root))
+        assert there <= names and not gone & names, (trigger, names)
+    want = 1 if cut == 'reply-lost' else 2
+    for verb in ('CREATE', 'RENAME', 'DELETE'):
+        assert len(sent(m, r'^%s ' % verb)) == want, verb
 
 
 # -- fewer capabilities ----------------------------------------------------
