@@ -426,14 +426,23 @@ static void store_others(ImapfsBlockCache *cache, const ImapfsMessageKey *key,
 		store_block(cache, key, content, i);
 }
 
+/* The most encoded bytes taken for a part declared @declared long: some
+ * slack for a server that counts line ends differently. */
+static guint64 encoded_limit(guint64 declared)
+{
+	return MIN(declared + declared / 8 + 64 * 1024, (guint64)G_MAXUINT32);
+}
+
 /* A part whose encoding the server does not undo: all of it, decoded;
  * block @index is returned, the others are cached. */
 static gboolean fetch_decoded(ImapfsBlockCache *cache,
 			      const ImapfsMessageKey *key, guint64 index,
 			      GBytes **data_r, GError **error)
 {
+	guint64 limit = encoded_limit(key->encoded_size);
 	g_autoptr(GByteArray) raw = g_byte_array_new();
-	ImapfsBodyWindow w = {key->uid,	    0,	  IMAPFS_BODY_ALL, raw, FALSE,
+	/* One byte past the limit tells a part that is longer. */
+	ImapfsBodyWindow w = {key->uid,	    0,	  limit + 1, raw, FALSE,
 			      key->section, FALSE};
 
 	if (!cache->fetch(cache->fetch_data, key->mailbox, key->uidvalidity, &w,
@@ -441,6 +450,13 @@ static gboolean fetch_decoded(ImapfsBlockCache *cache,
 		return FALSE;
 	if (!w.found)
 		return fail_gone(key, error);
+	if (raw->len > limit) {
+		g_set_error(error, IMAPFS_ERROR, IMAPFS_ERROR_PROTOCOL,
+			    "part larger than the server said: section %s of "
+			    "UID %u in \"%s\"",
+			    key->section, key->uid, key->mailbox);
+		return FALSE;
+	}
 	g_autoptr(ImapfsDecoder) dec = imapfs_decoder_new(key->decode);
 	g_autoptr(GByteArray) out = g_byte_array_sized_new(raw->len);
 	imapfs_decoder_step(dec, raw->data, raw->len, out);

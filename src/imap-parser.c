@@ -20,7 +20,10 @@ const ImapfsParserLimits imapfs_parser_default_limits = {
 	.max_literal = G_GUINT64_CONSTANT(4) << 30,
 	.max_inline_literal = 1024 * 1024,
 	.max_response = 16 * 1024 * 1024,
-	.max_args = 1000000,
+	/* The biggest we ask for is a BODYSTRUCTURE of 2000 parts (about
+	 * 30,000); every argument costs memory whatever the line limit,
+	 * since literals restart the line. */
+	.max_args = 100000,
 };
 
 typedef enum {

@@ -1617,7 +1617,7 @@ static char *emailid(const ImapfsArg *arg)
 typedef struct {
 	GPtrArray *out;
 	GHashTable *seen; /* UIDs in out */
-	guint32 first;
+	guint32 first, last;
 	guint limit;
 	gboolean overflow;
 } MetaFetch;
@@ -1634,7 +1634,7 @@ static void on_meta(ImapfsSession *s, ImapfsResponse *resp, gpointer ctx)
 		return;
 	/* "n:*" also returns the last message when all UIDs are below n;
 	 * a repeat keeps the first reply. Neither is parsed. */
-	if (uid < mf->first ||
+	if (uid < mf->first || (mf->last && uid > mf->last) ||
 	    g_hash_table_contains(mf->seen, GUINT_TO_POINTER(uid)))
 		return;
 	if (mf->out->len >= mf->limit) {
@@ -1662,12 +1662,12 @@ static gint cmp_meta(gconstpointer a, gconstpointer b)
 }
 
 GPtrArray *imapfs_session_fetch_meta(ImapfsSession *s, guint32 first,
-				     GError **error)
+				     guint32 last, GError **error)
 {
 	g_autoptr(GPtrArray) out =
 		g_ptr_array_new_with_free_func(imapfs_message_meta_free);
 	g_autoptr(GHashTable) seen = g_hash_table_new(NULL, NULL);
-	MetaFetch mf = {out, seen, first, result_limit(s), FALSE};
+	MetaFetch mf = {out, seen, first, last, result_limit(s), FALSE};
 	Command cmd = {"UID FETCH", on_meta, NULL, &mf};
 
 	g_autofree char *line = g_strdup_printf(

@@ -25,10 +25,11 @@ typedef struct {
 	gboolean dir;
 	/* Files: how to read them, and their size. */
 	guint64 size;
-	gboolean checked; /* size confirmed by reading */
-	char *decode;	  /* Content-Transfer-Encoding undone here */
-	gboolean binary;  /* read with BINARY.PEEK */
-	char *charset;	  /* text parts: as sent */
+	gboolean checked;     /* size confirmed by reading */
+	char *decode;	      /* Content-Transfer-Encoding undone here */
+	guint64 encoded_size; /* with decode: as BODYSTRUCTURE said */
+	gboolean binary;      /* read with BINARY.PEEK */
+	char *charset;	      /* text parts: as sent */
 	/* Directories: ImapfsDirEntry *, NULL until listed. */
 	GPtrArray *entries;
 } PartNode;
@@ -135,7 +136,8 @@ typedef struct {
 	char *section;
 	gboolean dir;
 	guint64 size;
-	char *encoding; /* NULL: identity, the size is known */
+	char *encoding;	      /* NULL: identity, the size is known */
+	guint64 encoded_size; /* as BODYSTRUCTURE said */
 	gboolean binary;
 	char *charset;
 } Plan;
@@ -183,7 +185,7 @@ static void plan_leaf(GArray *plan, const ImapfsPart *leaf)
 		leaf->subtype, (const char *const *)params,
 		(const char *const *)disp);
 	x.section = g_strdup(leaf->section);
-	x.size = leaf->size;
+	x.size = x.encoded_size = leaf->size;
 	if (!is_identity(leaf->encoding))
 		x.encoding = g_strdup(leaf->encoding);
 	if (g_str_equal(leaf->type, "text"))
@@ -424,6 +426,7 @@ static gboolean plan_sizes(ImapfsTree *tree, guint64 ino, ImapfsMessageKey *key,
 			continue;
 		key->section = x->section;
 		key->decode = x->encoding;
+		key->encoded_size = x->encoded_size;
 		if (!imapfs_block_cache_size(tree->cache, key, 0, &x->size,
 					     error))
 			return FALSE;
@@ -450,6 +453,7 @@ static PartNode *plan_node(ImapfsTree *tree, const PartNode *d, Plan *x)
 	n->binary = x->binary;
 	if (!x->binary)
 		n->decode = g_strdup(x->encoding);
+	n->encoded_size = x->encoded_size;
 	n->charset = g_strdup(x->charset);
 	g_hash_table_insert(tree->part_nodes, &n->ino, n);
 	g_hash_table_insert(tree->part_keys, g_steal_pointer(&id), n);
@@ -648,6 +652,7 @@ static gboolean part_key(ImapfsTree *tree, guint64 ino, ImapfsMessageKey *key,
 		key->section = g_strdup(n->section);
 		key->binary = n->binary;
 		key->decode = g_strdup(n->decode);
+		key->encoded_size = n->encoded_size;
 	}
 	g_mutex_unlock(&tree->lock);
 	return (n && !n->dir) || tree_fail_noent(error, "part");

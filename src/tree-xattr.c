@@ -107,7 +107,7 @@ static void mailbox_xattrs(const Mailbox *m, GPtrArray *out)
 }
 
 typedef struct {
-	guint32 first;
+	guint32 first, last;
 	GPtrArray *got;
 } MetaJob;
 
@@ -117,7 +117,7 @@ static gboolean meta_func(ImapfsSession *s, gpointer data, GError **error)
 
 	if (j->got)
 		g_ptr_array_unref(j->got);
-	j->got = imapfs_session_fetch_meta(s, j->first, error);
+	j->got = imapfs_session_fetch_meta(s, j->first, j->last, error);
 	return j->got != NULL;
 }
 
@@ -131,6 +131,9 @@ static void store_meta(Mailbox *m, guint32 uidvalidity, MetaJob *j)
 						imapfs_message_meta_free);
 	for (guint i = 0; i < j->got->len; i++) {
 		ImapfsMessageMeta *meta = j->got->pdata[i];
+		/* What the server sent unasked would stay for the mount. */
+		if (tree_find_message(m, meta->uid) == NULL)
+			continue;
 		g_hash_table_replace(m->meta, GUINT_TO_POINTER(meta->uid),
 				     meta);
 		j->got->pdata[i] = NULL;
@@ -157,11 +160,16 @@ gboolean tree_load_meta(ImapfsTree *tree, guint64 ino, GError **error)
 	Mailbox *m;
 
 	g_mutex_lock(&tree->lock);
+	/* Only what the listing has is kept (store_meta): nothing past
+	 * its last UID is even parsed. */
 	if (tree_decode_message(tree, ino, &m, &uid) && m->server_name &&
-	    m->messages && uid >= m->meta_next) {
+	    m->messages && m->messages->len > 0 && uid >= m->meta_next) {
+		GArray *msgs = m->messages;
 		server = g_strdup(m->server_name);
 		uidvalidity = m->state.uidvalidity;
 		j.first = m->meta_next;
+		j.last = g_array_index(msgs, ImapfsMessageInfo, msgs->len - 1)
+				 .uid;
 	}
 	g_mutex_unlock(&tree->lock);
 	if (server == NULL)

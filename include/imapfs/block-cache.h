@@ -53,6 +53,11 @@ typedef struct {
 	const char *section;
 	gboolean binary;
 	const char *decode;
+	/* With @decode: the part's encoded size as BODYSTRUCTURE gave it.
+	 * The whole-part fetch stops a little beyond it, and a part that
+	 * turns out longer fails with PROTOCOL, so a server cannot make
+	 * the cache hold more than it declared. */
+	guint64 encoded_size;
 } ImapfsMessageKey;
 
 /*

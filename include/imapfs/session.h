@@ -229,12 +229,13 @@ typedef struct {
  * UID FETCH @first:* (UID ENVELOPE BODYSTRUCTURE), with EMAILID when the
  * server has OBJECTID, on the selected mailbox,
  * in one command: a GPtrArray of ImapfsMessageMeta * by ascending UID
- * (free function set), only UIDs from @first on, each once (a repeated
- * reply is ignored). A BODYSTRUCTURE the
- * parser refuses leaves structure NULL for that message only.
+ * (free function set), only UIDs from @first to @last (0: no bound), each
+ * once (a repeated reply is ignored; others are not even parsed). A
+ * BODYSTRUCTURE the parser refuses leaves structure NULL for that message
+ * only.
  */
 GPtrArray *imapfs_session_fetch_meta(ImapfsSession *session, guint32 first,
-				     GError **error);
+				     guint32 last, GError **error);
 void imapfs_message_meta_free(gpointer meta);
 
 void imapfs_message_info_clear(gpointer info);

@@ -693,11 +693,15 @@ static void test_disk_survives(Fixture *f, gconstpointer data)
 
 /* --- parts --- */
 
+/* Declared (encoded) size: enough for every part these tests make. */
+#define PART_DECLARED (4 * BS)
+
 static ImapfsMessageKey part_key(guint32 uid, gboolean binary)
 {
 	ImapfsMessageKey key = {"INBOX", 42,	 uid,
 				"2",	 binary, binary ? NULL : "BASE64"};
 
+	key.encoded_size = PART_DECLARED;
 	return key;
 }
 
@@ -744,6 +748,21 @@ static void test_part_decoded(Fixture *f, gconstpointer data)
 	/* The message itself is another key. */
 	read_all(f, 5);
 	g_assert_cmpuint(calls(f), ==, 2);
+}
+
+/* A part far longer than BODYSTRUCTURE said fails rather than being
+ * held whole; one a little longer (line ends counted otherwise) reads. */
+static void test_part_larger_than_said(Fixture *f, gconstpointer data)
+{
+	GBytes *content = pattern(2 * BS, 3);
+	ImapfsMessageKey key = part_key(5, FALSE);
+
+	g_hash_table_replace(f->st.parts, GUINT_TO_POINTER(5), content);
+	new_cache(f, 16 * BS);
+	key.encoded_size = 1000;
+	expect_read_error(f, &key, 0, 10, IMAPFS_ERROR_PROTOCOL);
+	key.encoded_size = 2 * BS * 4 / 3;
+	check_part(f, &key, content, 100000);
 }
 
 /* With BINARY: block by block, BINARY.PEEK[2]<offset.len>. */
@@ -1166,10 +1185,16 @@ static void test_prefetch_failed(Fixture *f, gconstpointer data)
 	add_message(f, 1, 1000);
 	new_cache(f, 64 * BS);
 	imapfs_block_cache_start_prefetch(f->cache, 1, 1000);
+	ImapfsMessageKey key = inbox(1);
+
 	set_fail(f, 1, 1); /* the prefetch fails once the read waits */
 	g_assert_cmpuint(
 		imapfs_block_cache_prefetch(f->cache, "INBOX", 42, items, 1),
 		==, 1);
+	/* It failed for want of the server, after trying for a whole
+	 * timeout: the reader waiting on it fails too rather than wait
+	 * again; the next read asks afresh. */
+	expect_read_error(f, &key, 0, 10, IMAPFS_ERROR_TIMEOUT);
 	read_all(f, 1);
 	ImapfsBlockCacheStats s = stats(f->cache);
 	g_assert_cmpuint(s.waits, ==, 1);
@@ -1363,6 +1388,7 @@ int main(int argc, char **argv)
 	add("/cache/key/distinct-on-disk", test_keys, "disk");
 	add("/cache/disk/survives", test_disk_survives, NULL);
 	add("/cache/part/decoded", test_part_decoded, NULL);
+	add("/cache/part/larger-than-said", test_part_larger_than_said, NULL);
 	add("/cache/part/binary", test_part_binary, NULL);
 	add("/cache/part/disk", test_part_disk, NULL);
 	add("/cache/disk/corrupt", test_disk_corrupt, NULL);
