@@ -5,6 +5,8 @@
 typedef struct {
 	ImapfsCancelFunc func;
 	gpointer data;
+	gint64 started;	 /* monotonic; 0 without a request */
+	gboolean failed; /* imapfs_cancel_note_failure() */
 } Question;
 
 static __thread Question question;
@@ -13,6 +15,26 @@ void imapfs_cancel_set(ImapfsCancelFunc func, gpointer data)
 {
 	question.func = func;
 	question.data = func ? data : NULL;
+	question.started = func ? g_get_monotonic_time() : 0;
+	question.failed = FALSE;
+}
+
+gint64 imapfs_cancel_deadline(gint64 timeout_us)
+{
+	gint64 from =
+		question.started ? question.started : g_get_monotonic_time();
+
+	return from + timeout_us;
+}
+
+void imapfs_cancel_note_failure(void)
+{
+	question.failed = question.started != 0;
+}
+
+gboolean imapfs_cancel_failed(void)
+{
+	return question.failed;
 }
 
 gboolean imapfs_cancel_check(GError **error)

@@ -206,22 +206,27 @@ static gboolean renew_token(ImapfsPool *pool, guint seen)
 	return newer || renewed;
 }
 
-/* The deadline of a request starting now. */
+/* The deadline of the request this thread serves (or of one starting
+ * now): all its steps share one. */
 static gint64 request_deadline(ImapfsPool *pool)
 {
-	return g_get_monotonic_time() +
-	       (gint64)pool->cfg->timeout * G_TIME_SPAN_SECOND;
+	return imapfs_cancel_deadline((gint64)pool->cfg->timeout *
+				      G_TIME_SPAN_SECOND);
 }
 
 /* How long a session may wait for the server on behalf of a request due
- * at @deadline: what is left of its time (at least a second), so that
- * a retry or a new connection late in the request does not start a whole
- * timeout over. */
-static guint patience_ms(ImapfsPool *pool, gint64 deadline)
+ * at @deadline: the usual limit, or when @hurry (the request already lost
+ * the server once) what is left of its time, at least a second, so that
+ * a retry or a later step does not start a whole timeout over. A slow
+ * transfer that keeps coming is never cut either way: this is a limit on
+ * silence. */
+static guint patience_ms(ImapfsPool *pool, gint64 deadline, gboolean hurry)
 {
 	gint64 left = deadline - g_get_monotonic_time();
 	gint64 most = (gint64)pool->cfg->timeout * G_TIME_SPAN_SECOND;
 
+	if (!hurry)
+		return (guint)(most / 1000);
 	return (guint)(CLAMP(left, G_TIME_SPAN_SECOND, most) / 1000);
 }
 
@@ -238,7 +243,8 @@ static ImapfsSession *login_new(ImapfsPool *pool, gint64 deadline,
 						      pool->password);
 		guint gen = pool->token_gen;
 		g_mutex_unlock(&pool->lock);
-		imapfs_session_set_timeout(s, patience_ms(pool, deadline));
+		imapfs_session_set_timeout(s,
+					   patience_ms(pool, deadline, TRUE));
 		if (login_tracked(pool, s, &local))
 			return s;
 		imapfs_session_free(s);
@@ -549,9 +555,9 @@ static void drop_idle(ImapfsPool *pool)
  */
 static gboolean run_once(ImapfsPool *pool, const char *mailbox,
 			 guint32 uidvalidity, guint how, gint64 deadline,
-			 ImapfsPoolFunc func, ImapfsPoolCheckFunc check,
-			 gpointer data, gboolean *fresh_r, gboolean *called_r,
-			 GError **error)
+			 gboolean hurry, ImapfsPoolFunc func,
+			 ImapfsPoolCheckFunc check, gpointer data,
+			 gboolean *fresh_r, gboolean *called_r, GError **error)
 {
 	ImapfsSession *s =
 		acquire(pool, mailbox, deadline, how, fresh_r, error);
@@ -561,7 +567,7 @@ static gboolean run_once(ImapfsPool *pool, const char *mailbox,
 	*called_r = FALSE;
 	if (s == NULL)
 		return FALSE;
-	imapfs_session_set_timeout(s, patience_ms(pool, deadline));
+	imapfs_session_set_timeout(s, patience_ms(pool, deadline, hurry));
 	ok = select_mailbox(s, mailbox, uidvalidity, how & RUN_WRITE, error);
 	if (ok && check) {
 		outcome = check(s, data, error);
@@ -636,21 +642,40 @@ static gboolean run_with(ImapfsPool *pool, const char *mailbox,
 {
 	gboolean idempotent = how & RUN_IDEMPOTENT;
 	gint64 deadline = request_deadline(pool), pause = BACKOFF_FIRST / 2;
-	gboolean checking = FALSE;
+	gboolean checking = FALSE, extended = FALSE;
+	gboolean lost = imapfs_cancel_failed();
 
+	/* An earlier step of this request already waited its time out. */
+	if (imapfs_cancel_failed() && g_get_monotonic_time() >= deadline) {
+		g_set_error(error, IMAPFS_ERROR, IMAPFS_ERROR_TIMEOUT,
+			    "gave up waiting for \"%s\"", pool->cfg->host);
+		return FALSE;
+	}
 	for (;;) {
 		GError *local = NULL;
 		gboolean fresh = FALSE, called;
 
-		if (run_once(pool, mailbox, uidvalidity, how, deadline, func,
-			     checking ? check : NULL, data, &fresh, &called,
-			     &local))
+		if (run_once(pool, mailbox, uidvalidity, how, deadline, lost,
+			     func, checking ? check : NULL, data, &fresh,
+			     &called, &local))
 			return TRUE;
+		if (imapfs_error_is_connection(local)) {
+			imapfs_cancel_note_failure();
+			lost = TRUE;
+		}
 		if (called && !idempotent && check == NULL) {
 			g_propagate_error(error, local);
 			return FALSE;
 		}
 		checking = checking || (called && !idempotent);
+		/* Whether a change was made must be found out, if it takes
+		 * a second timeout: reporting it failed when it was made would
+		 * leave, say, a moved message where the user does not look. */
+		if (checking && !extended) {
+			deadline +=
+				(gint64)pool->cfg->timeout * G_TIME_SPAN_SECOND;
+			extended = TRUE;
+		}
 		if (!worth_retrying(pool, local, fresh, deadline)) {
 			g_propagate_error(error, local);
 			return FALSE;

@@ -54,9 +54,9 @@ struct ImapfsSession {
 	char idle_tag[16];  /* IDLE's tag while it runs, else "" */
 	gboolean idle_news; /* news came before IDLE's continuation */
 	ImapfsMailboxState mbox;
-	char *bye_text;	 /* set when the server said BYE */
-	gint aborted;	 /* atomic: imapfs_session_abort() was called */
-	gint64 heard_at; /* monotonic: when the server last sent anything */
+	char *bye_text;	  /* set when the server said BYE */
+	gint aborted;	  /* atomic: imapfs_session_abort() was called */
+	gint64 heard_at;  /* monotonic: when the server last sent anything */
 	guint timeout_ms; /* how long the server may stay silent */
 };
 

@@ -108,11 +108,11 @@ typedef ImapfsOutcome (*ImapfsPoolCheckFunc)(ImapfsSession *session,
  * @func fails with a connection error after it ran, another connection
  * is taken (waiting for the server within the timeout; it may be an
  * older one that had @mailbox selected before the change, so @check must
- * look afresh), @mailbox SELECTed, and @check asked what happened: DONE is success, NOT_DONE runs @func
- * again on that connection, UNKNOWN fails (a check that loses its own
- * connection is asked again). So a retry can neither duplicate nor lose
- * a message. @func must record in @data, before it
- * sends the change, what @check needs (UIDNEXT, ...).
+ * look afresh), @mailbox SELECTed, and @check asked what happened: DONE is
+ * success, NOT_DONE runs @func again on that connection, UNKNOWN fails (a check
+ * that loses its own connection is asked again). So a retry can neither
+ * duplicate nor lose a message. @func must record in @data, before it sends the
+ * change, what @check needs (UIDNEXT, ...).
  */
 gboolean imapfs_pool_run_change(ImapfsPool *pool, const char *mailbox,
 				guint32 uidvalidity, ImapfsPoolFunc func,

@@ -87,7 +87,7 @@ def test_sigterm_does_not_wait_for_a_silent_server(fresh_server, mount):
 
 def test_open_file_keeps_working_across_a_drop(fresh_server, mount):
     m = mount(server=fresh_server, options=['cafile=' + fresh_server.cafile,
-                                             'parts=no'])
+                                             'parts=no', 'cache=none'])
     box = fresh_server.corpus['INBOX'].messages
     msg = max(box.values(), key=lambda x: len(x.data))
     path = os.path.join(m.mountpoint, 'INBOX', msg.filename)
@@ -101,4 +101,7 @@ def test_open_file_keeps_working_across_a_drop(fresh_server, mount):
     finally:
         os.close(fd)
     assert head + rest == msg.data
-    assert fresh_server.log_text().count('Login:') > logins_before
+    # The rest came over a new connection (the watcher's reconnecting
+    # may have logged in first: wait for more than that).
+    assert F.wait_for(lambda: fresh_server.log_text().count('Login:') >
+                      logins_before, timeout=10)
