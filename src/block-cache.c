@@ -524,7 +524,7 @@ static GBytes *fetch_registered(ImapfsBlockCache *cache,
  * exit). Returns its data, or NULL: with @error when a read failed (the
  * same error would happen again at once), a prefetch could not reach the
  * server, or this request was interrupted; without when a prefetch failed
- * otherwise (worth trying).
+ * otherwise or the fetcher's own request was interrupted (worth trying).
  */
 static GBytes *wait_pending(ImapfsBlockCache *cache, Pending *p, const char *id,
 			    GError **error)
@@ -548,6 +548,8 @@ static GBytes *wait_pending(ImapfsBlockCache *cache, Pending *p, const char *id,
 	/* A prefetch that lost the connection kept trying for a whole
 	 * timeout: starting over would double the reader's wait. */
 	if (data == NULL &&
+	    !g_error_matches(p->error, IMAPFS_ERROR,
+			     IMAPFS_ERROR_INTERRUPTED) &&
 	    (!p->prefetch || imapfs_error_is_connection(p->error)))
 		g_propagate_error(error,
 				  p->error ? g_error_copy(p->error)

@@ -37,9 +37,11 @@ struct ImapfsPool {
 	gint64 noop_at;	   /* monotonic: the next keepalive round */
 	GThread *keeper;   /* reconnects and keeps alive; joined by free */
 	GCond keeper_wake;
-	/* imapfs_pool_check() got through once: from then on, an
-	 * unreachable server is waited for, not reported. By lock. */
+	/* imapfs_pool_warm() was called: from then on, an unreachable
+	 * server is waited for, not reported. By lock. */
 	gboolean checked;
+	gint64 offline_since; /* monotonic; by lock */
+	gint stopping;	      /* atomic copy of shut_down, for the keeper */
 };
 
 /* How long a lowered connection limit holds before we try for more. */
@@ -82,9 +84,8 @@ void imapfs_pool_free(ImapfsPool *pool)
 
 	if (pool == NULL)
 		return;
+	imapfs_pool_shutdown(pool);
 	g_mutex_lock(&pool->lock);
-	pool->shut_down = TRUE;
-	g_cond_broadcast(&pool->keeper_wake);
 	GThread *keeper = g_steal_pointer(&pool->keeper);
 	g_mutex_unlock(&pool->lock);
 	if (keeper)
@@ -112,6 +113,7 @@ void imapfs_pool_shutdown(ImapfsPool *pool)
 {
 	g_mutex_lock(&pool->lock);
 	pool->shut_down = TRUE;
+	g_atomic_int_set(&pool->stopping, 1);
 	for (guint i = 0; i < pool->busy->len; i++)
 		imapfs_session_abort(pool->busy->pdata[i]);
 	for (guint i = 0; i < pool->opening->len; i++)
@@ -123,6 +125,23 @@ void imapfs_pool_shutdown(ImapfsPool *pool)
 
 static void release(ImapfsPool *pool, ImapfsSession *s);
 static gboolean fail_shut_down(GError **error);
+
+/* The keeper's and warmers' question (imapfs_cancel): unmounting
+ * interrupts what they wait for, a connect or a login included. */
+static gboolean stopping(gpointer data)
+{
+	ImapfsPool *pool = data;
+
+	return g_atomic_int_get(&pool->stopping);
+}
+
+static gboolean is_offline(ImapfsPool *pool)
+{
+	g_mutex_lock(&pool->lock);
+	gboolean offline = pool->offline;
+	g_mutex_unlock(&pool->lock);
+	return offline;
+}
 
 /* The most connections to have now. Called locked. */
 static guint current_limit(ImapfsPool *pool)
@@ -243,8 +262,8 @@ static ImapfsSession *login_new(ImapfsPool *pool, gint64 deadline,
 						      pool->password);
 		guint gen = pool->token_gen;
 		g_mutex_unlock(&pool->lock);
-		imapfs_session_set_timeout(s,
-					   patience_ms(pool, deadline, TRUE));
+		imapfs_session_set_timeout(
+			s, patience_ms(pool, deadline, imapfs_cancel_failed()));
 		if (login_tracked(pool, s, &local))
 			return s;
 		imapfs_session_free(s);
@@ -272,6 +291,14 @@ static gboolean unreachable(const GError *error)
 
 static void start_keeper(ImapfsPool *pool);
 
+/* The server answers again. Called locked. */
+static void go_online(ImapfsPool *pool)
+{
+	g_message("\"%s\" is reachable again", pool->cfg->host);
+	pool->offline = FALSE;
+	g_cond_broadcast(&pool->available);
+}
+
 /* The server cannot be reached: from now on requests wait for the keeper
  * to get through instead of each trying (and each waiting for a connect
  * to time out). Called locked. */
@@ -284,6 +311,7 @@ static void go_offline(ImapfsPool *pool, const GError *error)
 	g_warning("%s; serving what is cached, and trying again",
 		  error->message);
 	pool->offline = TRUE;
+	pool->offline_since = g_get_monotonic_time();
 	pool->backoff = BACKOFF_FIRST;
 	pool->retry_at = g_get_monotonic_time() + BACKOFF_FIRST / 2;
 	start_keeper(pool);
@@ -311,7 +339,7 @@ static ImapfsSession *open_session(ImapfsPool *pool, gint64 deadline,
 					    IMAPFS_ERROR_INTERRUPTED)) {
 			*wait_r = lower_limit(pool, local);
 		}
-		g_cond_signal(&pool->available);
+		g_cond_broadcast(&pool->available);
 		g_mutex_unlock(&pool->lock);
 		if (*wait_r)
 			g_error_free(local);
@@ -433,7 +461,13 @@ static void release(ImapfsPool *pool, ImapfsSession *s)
 		g_queue_push_head(&pool->idle, s);
 	else
 		pool->count--;
-	g_cond_signal(&pool->available);
+	/* The keeper is not the only one to find the server back: a
+	 * connection that lived through the outage may hear from it. */
+	if (keep && pool->offline &&
+	    imapfs_session_heard_at(s) > pool->offline_since)
+		go_online(pool);
+	/* All waiters: the one a signal would wake may give up instead. */
+	g_cond_broadcast(&pool->available);
 	g_mutex_unlock(&pool->lock);
 	if (!keep) {
 		imapfs_trace(IMAPFS_TRACE_POOL, "pool: dropping a connection");
@@ -450,9 +484,6 @@ gboolean imapfs_pool_check(ImapfsPool *pool, GError **error)
 	if (s == NULL)
 		return FALSE;
 	release(pool, s);
-	g_mutex_lock(&pool->lock);
-	pool->checked = TRUE;
-	g_mutex_unlock(&pool->lock);
 	return TRUE;
 }
 
@@ -468,9 +499,11 @@ static gboolean warm_one(ImapfsPool *pool)
 	if (room)
 		pool->count++;
 	g_mutex_unlock(&pool->lock);
+	imapfs_cancel_set(stopping, pool);
 	ImapfsSession *s =
 		room ? open_session(pool, request_deadline(pool), &wait, &error)
 		     : NULL;
+	imapfs_cancel_set(NULL, NULL);
 	if (s)
 		release(pool, s);
 	else if (error)
@@ -495,6 +528,9 @@ static gpointer warm_main(gpointer data)
 void imapfs_pool_warm(ImapfsPool *pool)
 {
 	g_mutex_lock(&pool->lock);
+	/* From now on (after any fork) an unreachable server is waited
+	 * for by the keeper, not reported. */
+	pool->checked = TRUE;
 	start_keeper(pool);
 	if (pool->cfg->connections > 1)
 		g_ptr_array_add(pool->warmers,
@@ -593,16 +629,18 @@ static gboolean pause_until(ImapfsPool *pool, gint64 pause, gint64 deadline,
 {
 	gint64 until = MIN(g_get_monotonic_time() + pause, deadline);
 
+	gboolean live = TRUE;
+
 	g_mutex_lock(&pool->lock);
 	while (!pool->shut_down && g_get_monotonic_time() < until &&
-	       imapfs_cancel_check(error))
+	       (live = imapfs_cancel_check(error)))
 		g_cond_wait_until(&pool->keeper_wake, &pool->lock,
 				  imapfs_cancel_slice(until));
-	gboolean ok = !pool->shut_down && imapfs_cancel_check(error);
+	gboolean shut_down = pool->shut_down;
 	g_mutex_unlock(&pool->lock);
-	if (!ok && error && *error == NULL)
+	if (live && shut_down)
 		fail_shut_down(error);
-	return ok;
+	return live && !shut_down;
 }
 
 /* @pause jittered: between half and all of it. */
@@ -641,9 +679,16 @@ static gboolean run_with(ImapfsPool *pool, const char *mailbox,
 			 GError **error)
 {
 	gboolean idempotent = how & RUN_IDEMPOTENT;
-	gint64 deadline = request_deadline(pool), pause = BACKOFF_FIRST / 2;
 	gboolean checking = FALSE, extended = FALSE;
 	gboolean lost = imapfs_cancel_failed();
+	/* A request that has not lost the server gets a whole timeout for
+	 * this step, so that a slow transfer before it costs nothing; once
+	 * lost, all its steps share what is left of its time. */
+	gint64 deadline =
+		lost ? request_deadline(pool)
+		     : g_get_monotonic_time() +
+				(gint64)pool->cfg->timeout * G_TIME_SPAN_SECOND;
+	gint64 pause = BACKOFF_FIRST / 2;
 
 	/* An earlier step of this request already waited its time out. */
 	if (imapfs_cancel_failed() && g_get_monotonic_time() >= deadline) {
@@ -668,6 +713,11 @@ static gboolean run_with(ImapfsPool *pool, const char *mailbox,
 			return FALSE;
 		}
 		checking = checking || (called && !idempotent);
+		/* The caller has an answer: no use waiting for the server. */
+		if ((how & RUN_CACHED) && is_offline(pool)) {
+			g_propagate_error(error, local);
+			return FALSE;
+		}
 		/* Whether a change was made must be found out, if it takes
 		 * a second timeout: reporting it failed when it was made would
 		 * leave, say, a moved message where the user does not look. */
@@ -738,14 +788,6 @@ gboolean imapfs_pool_run_change(ImapfsPool *pool, const char *mailbox,
 			data, error);
 }
 
-gboolean imapfs_pool_offline(ImapfsPool *pool)
-{
-	g_mutex_lock(&pool->lock);
-	gboolean offline = pool->offline;
-	g_mutex_unlock(&pool->lock);
-	return offline;
-}
-
 /* --- the keeper -----------------------------------------------------------
  *
  * One thread that, while the server is unreachable, tries to reconnect
@@ -767,11 +809,18 @@ static void reconnect(ImapfsPool *pool)
 	}
 	pool->count++;
 	g_mutex_unlock(&pool->lock);
+	imapfs_cancel_set(stopping, pool);
 	ImapfsSession *s = login_new(pool, request_deadline(pool), &error);
+	imapfs_cancel_set(NULL, NULL);
 	g_mutex_lock(&pool->lock);
 	if (s == NULL)
 		pool->count--;
-	if (s == NULL && unreachable(error) && !pool->shut_down) {
+	if (pool->shut_down) {
+		if (s)
+			g_queue_push_head(&pool->idle, s); /* freed by free */
+		return;
+	}
+	if (s == NULL && unreachable(error)) {
 		g_free(pool->offline_why);
 		pool->offline_why = g_strdup(error->message);
 		pool->retry_at = g_get_monotonic_time() + jitter(pool->backoff);
@@ -782,49 +831,53 @@ static void reconnect(ImapfsPool *pool)
 	}
 	/* Reached, or refused for another reason, which the requests
 	 * waiting now get to see when they try themselves. */
-	pool->offline = FALSE;
-	if (s) {
-		g_message("\"%s\" is reachable again", pool->cfg->host);
+	if (s)
 		g_queue_push_head(&pool->idle, s);
-	}
-	g_cond_broadcast(&pool->available);
+	if (pool->offline)
+		go_online(pool);
 }
 
-/* The idle sessions the server has been silent on since @before, taken
- * out of the idle list. Called locked. */
-static GPtrArray *take_quiet(ImapfsPool *pool, gint64 before)
+/* An idle session the server has been silent on since @before, taken
+ * out of the idle list, or NULL. Called locked. */
+static ImapfsSession *take_quiet(ImapfsPool *pool, gint64 before)
 {
-	GPtrArray *quiet = g_ptr_array_new();
-
-	for (GList *l = pool->idle.head, *next; l; l = next) {
-		next = l->next;
-		if (imapfs_session_heard_at(l->data) >= before)
+	for (GList *l = pool->idle.head; l; l = l->next) {
+		ImapfsSession *s = l->data;
+		if (imapfs_session_heard_at(s) >= before)
 			continue;
-		g_ptr_array_add(quiet, l->data);
-		g_ptr_array_add(pool->busy, l->data);
 		g_queue_delete_link(&pool->idle, l);
+		g_ptr_array_add(pool->busy, s);
+		return s;
 	}
-	return quiet;
+	return NULL;
 }
 
-/* NOOP on the quiet idle sessions; the dead ones are dropped by
- * release(). Called locked; unlocks inside. */
+/* NOOP on the quiet idle sessions, one at a time so that the others stay
+ * usable meanwhile; after the first that turns out dead, the rest (as
+ * old) are dropped unasked. Called locked; unlocks inside. */
 static void keep_alive(ImapfsPool *pool)
 {
 	gint64 every = (gint64)pool->cfg->timeout * G_TIME_SPAN_SECOND;
 	gint64 now = g_get_monotonic_time();
-	g_autoptr(GPtrArray) quiet = take_quiet(pool, now - every);
+	ImapfsSession *s;
 
 	pool->noop_at = now + every;
-	g_mutex_unlock(&pool->lock);
-	for (guint i = 0; i < quiet->len; i++) {
+	while (!pool->shut_down && (s = take_quiet(pool, now - every))) {
 		g_autoptr(GError) error = NULL;
-		if (!imapfs_session_noop(quiet->pdata[i], &error))
+		g_mutex_unlock(&pool->lock);
+		imapfs_cancel_set(stopping, pool);
+		gboolean alive = imapfs_session_noop(s, &error);
+		imapfs_cancel_set(NULL, NULL);
+		release(pool, s);
+		if (!alive) {
 			imapfs_trace(IMAPFS_TRACE_POOL, "pool: keepalive: %s",
 				     error->message);
-		release(pool, quiet->pdata[i]);
+			drop_idle(pool);
+		}
+		g_mutex_lock(&pool->lock);
+		if (!alive)
+			break;
 	}
-	g_mutex_lock(&pool->lock);
 }
 
 static gpointer keeper_main(gpointer data)

@@ -4,10 +4,10 @@
  * thread how to ask whether the request it serves was interrupted (the
  * user pressed Ctrl-C), and every wait below it (a socket, a free
  * connection, another thread's fetch, a reconnection) wakes at least
- * every IMAPFS_CANCEL_SLICE_US to ask. The same per-thread record gives
- * the request's deadline. Polling rather than a callback
- * from the interrupting thread: nothing then outlives the request, and
- * no lock is shared across layers.
+ * every IMAPFS_CANCEL_SLICE_US to ask (name resolution excepted). The same
+ * per-thread record gives the request's deadline once it lost the server.
+ * Polling rather than a callback from the interrupting thread: nothing then
+ * outlives the request, and no lock is shared across layers.
  *
  * Threads: the question is per thread (thread-local); threads that serve
  * no request (prefetch, watcher) never have one and are never
@@ -26,7 +26,9 @@ G_BEGIN_DECLS
 typedef gboolean (*ImapfsCancelFunc)(gpointer data);
 
 /* A request begins (NULL @func: ends) on this thread: sets its question
- * and starts its clock. @data must stay valid until it is cleared. */
+ * and starts its clock. @data must stay valid as long as anything may
+ * wait on this thread (the FUSE layer's reply frees its request, and
+ * nothing waits after the reply). */
 void imapfs_cancel_set(ImapfsCancelFunc func, gpointer data);
 
 /* FALSE with IMAPFS_ERROR_INTERRUPTED when this thread's request was

@@ -15,9 +15,11 @@
  * so that a dead one is replaced before a request waits on it.
  *
  * Every wait honours imapfs_cancel (a FUSE interrupt) and
- * imapfs_pool_shutdown().
- * Threads: every function is thread-safe. pool->lock guards only the idle
- * list, counters and offline state; it is never held across network I/O.
+ * imapfs_pool_shutdown(), except name resolution (getaddrinfo).
+ * Threads: every function is thread-safe. pool->lock guards the session
+ * lists and counters, the connection limit, the password and the offline
+ * state; it is never held across network I/O. Lock order: the token
+ * renewal lock, then pool->lock.
  * Ownership: the pool owns its sessions, the password (wiped on free) and
  * the TLS context; @cfg is borrowed and must outlive the pool.
  */
@@ -64,8 +66,10 @@ void imapfs_pool_warm(ImapfsPool *pool);
  * IMAPFS_ERROR_UIDVALIDITY_CHANGED without calling @func. When @idempotent
  * and the connection fails (imapfs_error_is_connection()), the whole thing
  * is repeated on a new connection, with backoff after failures of new
- * ones, until cfg->timeout after the call; then it fails with the last
- * error (TIMEOUT while offline). INTERRUPTED when the request is.
+ * ones, until cfg->timeout after the call, or, once the FUSE request it
+ * serves has lost the server, after that request began
+ * (imapfs_cancel_deadline()); then it fails with the last error (TIMEOUT
+ * while offline). INTERRUPTED when the request is.
  */
 gboolean imapfs_pool_run(ImapfsPool *pool, const char *mailbox,
 			 guint32 uidvalidity, gboolean idempotent,
@@ -73,8 +77,8 @@ gboolean imapfs_pool_run(ImapfsPool *pool, const char *mailbox,
 
 /* imapfs_pool_run() of idempotent work whose answer the caller already
  * has, if older (a listing to refresh): while the server is unreachable
- * (imapfs_pool_offline()) it fails at once with TIMEOUT instead of
- * waiting, so that the caller serves what it has. */
+ * (offline) it fails at once with TIMEOUT instead of waiting, so that the
+ * caller serves what it has. */
 gboolean imapfs_pool_run_cached(ImapfsPool *pool, const char *mailbox,
 				guint32 uidvalidity, ImapfsPoolFunc func,
 				gpointer data, GError **error);
@@ -124,11 +128,6 @@ gboolean imapfs_pool_run_change(ImapfsPool *pool, const char *mailbox,
  * anyone else; free it with imapfs_session_free(). Fails at once after
  * imapfs_pool_shutdown(), and a login under way then is aborted. */
 ImapfsSession *imapfs_pool_open_extra(ImapfsPool *pool, GError **error);
-
-/* Whether the server is unreachable right now (a connection attempt
- * failed, and no later one got through): a request for something cached
- * should then use the cache rather than wait. Thread-safe. */
-gboolean imapfs_pool_offline(ImapfsPool *pool);
 
 /* Makes every blocked call fail promptly, and every later one fail at
  * once (unmount). Thread-safe. */

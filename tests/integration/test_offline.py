@@ -55,8 +55,14 @@ def test_cached_mail_readable_while_the_server_is_down(fresh_server, mount,
 
     srv.kill()
     try:
-        # Past the listings' freshness: each would be asked for again.
-        time.sleep(1)
+        # Past the freshness of a lookup (2 s): a name not listed makes
+        # the tree ask for the listing again; it gets none and says
+        # what the cached one says, without waiting for the timeout.
+        time.sleep(2.5)
+        exists, took = elapsed(
+            lambda: os.path.exists(os.path.join(inbox, '99999.eml')))
+        assert not exists
+        assert took < TIMEOUT / 2, 'a lookup waited for the server'
         listing, took = elapsed(lambda: set(os.listdir(inbox)))
         assert listing == set(names)
         assert took < TIMEOUT / 2, 'ls waited for the server'
