@@ -175,19 +175,29 @@ static gboolean url_parse_scheme(ParsedUrl *u, const char *url,
 	return TRUE;
 }
 
+/* Never echo it: what follows the user's ':' is most likely a password.
+ * Checked first, as every other message quotes the URL. The user part is
+ * found as url_parse() finds it, also without a scheme. */
+static gboolean url_check_password(const char *url, GError **error)
+{
+	const char *sep = strstr(url, "://");
+	const char *start = sep ? sep + 3 : url;
+	const char *at = g_strrstr_len(start, (gssize)strcspn(start, "/"), "@");
+
+	if (!at || !memchr(start, ':', (gsize)(at - start)))
+		return TRUE;
+	g_set_error_literal(error, IMAPFS_ERROR, IMAPFS_ERROR_CONFIG,
+			    "password in the URL refused: use -o "
+			    "password_command=..., -o "
+			    "password_file=... or IMAPFS_PASSWORD");
+	return FALSE;
+}
+
 static gboolean url_parse_user(ParsedUrl *u, const char *url, const char *s,
 			       gsize len, GError **error)
 {
 	g_autofree char *raw = g_strndup(s, len);
 
-	/* Never echo it: what follows the ':' is most likely a password. */
-	if (memchr(s, ':', len)) {
-		g_set_error_literal(error, IMAPFS_ERROR, IMAPFS_ERROR_CONFIG,
-				    "password in the URL refused: use -o "
-				    "password_command=..., -o "
-				    "password_file=... or IMAPFS_PASSWORD");
-		return FALSE;
-	}
 	if (len == 0)
 		return url_error(error, url, "empty user name", NULL);
 	u->user = url_decode(s, len);
@@ -271,7 +281,8 @@ static gboolean url_parse_mailbox(ParsedUrl *u, const char *url, const char *s,
 		name[--len] = '\0';
 	if (len == 0)
 		return TRUE;
-	if (name[0] == '/' || strstr(name, "//"))
+	/* "INBOX//" still ends in '/' after the one above is gone */
+	if (name[0] == '/' || name[len - 1] == '/' || strstr(name, "//"))
 		return url_error(error, url, "empty level in mailbox", s);
 	u->mailbox = g_steal_pointer(&name);
 	return TRUE;
@@ -291,7 +302,7 @@ static gboolean url_parse(ParsedUrl *u, const char *url, GError **error)
 	const char *rest = NULL, *slash, *at;
 	g_autofree char *authority = NULL;
 
-	if (!url_check_chars(url, error) ||
+	if (!url_check_password(url, error) || !url_check_chars(url, error) ||
 	    !url_parse_scheme(u, url, &rest, error))
 		return FALSE;
 	slash = strchr(rest, '/');

@@ -101,6 +101,8 @@ static const BadUrl bad_urls[] = {
 	{"imaps://[192.0.2.1]", "invalid IPv6 address"},
 	{"imaps://h/a//b", "empty level in mailbox"},
 	{"imaps://h//a", "empty level in mailbox"},
+	{"imaps://h/INBOX//", "empty level in mailbox"}, /* fuzz-config */
+	{"imaps://h/a%2F/", "empty level in mailbox"},
 	{"imaps://ho st", "invalid host \"ho st\""},
 	{"imaps://h\xff", "invalid host"},
 };
@@ -135,17 +137,27 @@ static void test_url_message(void)
 			"invalid port \"99999\" in URL \"imaps://h:99999\"");
 }
 
-/* The part after ':' is a password: refuse it without echoing it. */
+/* The part after ':' is a password: refuse it without echoing it, also
+ * when something else is wrong too (found by fuzz-config). */
 static void test_url_password(void)
 {
-	g_autoptr(ImapfsConfig) cfg = imapfs_config_new();
-	g_autoptr(GError) error = NULL;
+	static const char *const urls[] = {
+		"imaps://alice:hunter2@h",
+		"imaps://alice:hunter2@h/INBOX?x=1", /* query */
+		"imaps://alice:hunter2\t@h",	     /* control character */
+		"imapx://alice:hunter2@h",	     /* scheme */
+		"alice:hunter2@h",		     /* no scheme */
+	};
 
-	g_assert_false(
-		imapfs_config_set_url(cfg, "imaps://alice:hunter2@h", &error));
-	g_assert_error(error, IMAPFS_ERROR, IMAPFS_ERROR_CONFIG);
-	g_assert_null(strstr(error->message, "hunter2"));
-	g_assert_nonnull(strstr(error->message, "password"));
+	for (gsize i = 0; i < G_N_ELEMENTS(urls); i++) {
+		g_autoptr(ImapfsConfig) cfg = imapfs_config_new();
+		g_autoptr(GError) error = NULL;
+
+		g_assert_false(imapfs_config_set_url(cfg, urls[i], &error));
+		g_assert_error(error, IMAPFS_ERROR, IMAPFS_ERROR_CONFIG);
+		g_assert_null(strstr(error->message, "hunter2"));
+		g_assert_nonnull(strstr(error->message, "password"));
+	}
 }
 
 /* A failed set_url() leaves the earlier configuration alone, and a URL
